@@ -1,0 +1,79 @@
+"""Preparing the task's data once per cache, in a container of the experiment image.
+
+Preparation is the only phase allowed the network (the web source downloads parquet shards); the
+offline source needs none and runs with the network off. The result is a folder of token shards
+and a manifest that every experiment mounts read-only, split by split.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from autoresearch.runner import images
+from autoresearch.runner.docker_engine import connect
+from autoresearch.runner.errors import UserError
+from autoresearch.runner.sandbox import ContainerSpec, Mount, run_container
+from autoresearch.runner.task_files import OFFLINE_CORPUS
+
+SOURCES = ("offline", "web")
+
+
+def cache_dir() -> Path:
+    """Where prepared data and downloads live: $AUTORESEARCH_CACHE or ~/.cache/autoresearch."""
+    return Path(os.environ.get("AUTORESEARCH_CACHE", "~/.cache/autoresearch")).expanduser()
+
+
+def data_dir(source: str) -> Path:
+    return cache_dir() / "data" / source
+
+
+def read_manifest(directory: Path) -> dict | None:
+    path = directory / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def split_files(directory: Path, split: str) -> list[Path]:
+    """The files a phase needs to see one split: the manifest, the tokenizer and the split's shards."""
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise UserError(f"no prepared data in {directory}: run `autoresearch prepare`")
+    shards = [directory / entry["file"] for entry in manifest["splits"][split]]
+    return [directory / "manifest.json", directory / manifest["tokenizer"]["file"], *shards]
+
+
+def grant_container_write(path: Path) -> None:
+    """Let the container's user (uid 1000) write into path."""
+    if os.geteuid() == 0:
+        os.chown(path, 1000, 1000)
+    else:
+        path.chmod(0o777)
+
+
+def prepare_data(task_dir: Path, source: str = "offline", flavor: str = "auto") -> Path:
+    """Prepared data for source, made now if missing; returns its folder."""
+    if source not in SOURCES:
+        raise UserError(f"unknown data source {source!r} (choose from {', '.join(SOURCES)})")
+    out = data_dir(source)
+    if read_manifest(out) is not None:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    grant_container_write(out)
+    spec = ContainerSpec(
+        image=images.require_image(images.resolve_flavor(flavor)),
+        command=["python3", "/task/prepare.py", "data", "--source", source, "--out", "/data"],
+        mounts=[
+            Mount(task_dir / "prepare.py", "/task/prepare.py"),
+            Mount(task_dir / OFFLINE_CORPUS, f"/task/{OFFLINE_CORPUS}"),
+            Mount(out, "/data", read_only=False),
+        ],
+        labels={"autoresearch.phase": "prepare"},
+        network=source == "web",
+        deadline_s=24 * 3600 if source == "web" else 900,
+    )
+    print(f"preparing the {source} data in {out} (once) ...", flush=True)
+    result = run_container(connect(), spec, out / "prepare.log", on_line=lambda line: print(f"  {line}"))
+    if result.exit_code != 0 or read_manifest(out) is None:
+        reason = "timed out" if result.timed_out else f"exit code {result.exit_code}"
+        last = result.log_tail.strip().splitlines()[-1:] or [""]
+        raise UserError(f"data preparation failed ({reason}): {last[0][:200]} (log: {out / 'prepare.log'})")
+    return out

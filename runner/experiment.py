@@ -1,0 +1,183 @@
+"""One experiment: train a candidate train.py in one fresh container, score it in another.
+
+The training container sees prepare.py (read-only), its own copy of train.py (the one writable task
+file), the train split and tokenizer (read-only) and an empty hand-over folder; never the validation
+or test data. The scoring container runs prepare.py's evaluation, trusted code only, on the model that
+training handed over, with the scored split mounted and nothing writable.
+"""
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from autoresearch.runner.data import grant_container_write, split_files
+from autoresearch.runner.metrics import ProgressPoint, parse_progress, parse_summary
+from autoresearch.runner.sandbox import ContainerResult, ContainerSpec, Mount, run_container
+
+STARTUP_ALLOWANCE_S = {"cpu": 120.0, "cuda": 300.0}  # imports, data checks, compile, export
+SCORE_DEADLINE_S = 900.0
+
+
+@dataclass
+class Timings:
+    """Where an experiment's wall time went, in seconds, as the host saw it."""
+
+    train_container_start: float = 0.0
+    first_output: float = 0.0  # container running -> first line (interpreter, imports, model build)
+    training: float = 0.0  # as train.py reported it
+    export: float = 0.0  # as train.py reported it
+    train_phase: float = 0.0  # container running -> exit
+    score_container_start: float = 0.0
+    scoring: float = 0.0  # score container running -> exit
+    total: float = 0.0
+
+
+@dataclass
+class ExperimentOutcome:
+    """What happened to one candidate; val_bpb is the trusted score, reported is advisory."""
+
+    status: str  # ok, crash, timeout, oom, violation
+    reason: str
+    val_bpb: float | None
+    reported: dict[str, float]
+    progress: list[ProgressPoint]
+    timings: Timings
+    score: dict = field(default_factory=dict)
+    train_log: Path | None = None
+    score_log: Path | None = None
+
+
+def run_experiment(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    task_dir: Path,
+    train_py: Path,
+    data: Path,
+    work_dir: Path,
+    budget_s: float,
+    flavor: str = "cpu",
+    split: str = "val",
+    gpu_uuid: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> ExperimentOutcome:
+    """Train train_py for budget_s seconds and score the handed-over model on split."""
+    began = time.monotonic()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    handover = work_dir / "handover"
+    handover.mkdir(exist_ok=True)
+    grant_container_write(handover)
+    candidate = work_dir / "train.py"
+    shutil.copyfile(train_py, candidate)
+    grant_container_write(candidate)
+
+    progress: list[ProgressPoint] = []
+    first_line_at: list[float] = []
+
+    def handle_line(line: str) -> None:
+        if not first_line_at:
+            first_line_at.append(time.monotonic())
+        point = parse_progress(line)
+        if point is not None:
+            progress.append(point)
+        if on_line is not None:
+            on_line(line)
+
+    train_spec = ContainerSpec(
+        image=image,
+        command=["python3", "/task/train.py"],
+        mounts=[
+            Mount(task_dir / "prepare.py", "/task/prepare.py"),
+            Mount(candidate, "/task/train.py", read_only=False),
+            *data_mounts(data, "train"),
+            Mount(handover, "/handover", read_only=False),
+        ],
+        environment={
+            "AUTORESEARCH_DATA": "/data",
+            "AUTORESEARCH_HANDOVER": "/handover",
+            "AUTORESEARCH_TIME_BUDGET": str(budget_s),
+        },
+        labels={"autoresearch.phase": "train"},
+        deadline_s=budget_s + STARTUP_ALLOWANCE_S[flavor],
+        gpu_uuid=gpu_uuid,
+    )
+    train_log = work_dir / "train.log"
+    trained = run_container(client, train_spec, train_log, handle_line)
+    reported = parse_summary(train_log.read_text(errors="replace"))
+    timings = Timings(
+        train_container_start=trained.start_seconds,
+        first_output=(first_line_at[0] - began - trained.start_seconds) if first_line_at else 0.0,
+        training=reported.get("training_seconds", 0.0),
+        export=reported.get("export_seconds", 0.0),
+        train_phase=trained.run_seconds,
+    )
+    outcome = ExperimentOutcome("ok", "", None, reported, progress, timings, train_log=train_log)
+    failure = training_failure(trained)
+    if failure:
+        outcome.status, outcome.reason = failure
+    else:
+        score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, outcome)
+    timings.total = time.monotonic() - began
+    return outcome
+
+
+def data_mounts(data: Path, split: str) -> list[Mount]:
+    """Read-only mounts of exactly the files one split needs, never the other splits."""
+    return [Mount(path, f"/data/{path.name}") for path in split_files(data, split)]
+
+
+def training_failure(result: ContainerResult) -> tuple[str, str] | None:
+    """(status, reason) when the training container did not finish cleanly, else None."""
+    if result.timed_out:
+        return "timeout", "killed at the hard deadline"
+    if result.oom_killed:
+        return "oom", "out of memory (OOMKilled)"
+    if result.exit_code != 0:
+        last = result.log_tail.strip().splitlines()[-1:] or ["(no output)"]
+        return "crash", f"exit code {result.exit_code}: {last[0][:300]}"
+    return None
+
+
+def score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, outcome) -> None:
+    """Run the trusted evaluation on the handed-over model and fill outcome's score fields."""
+    spec = ContainerSpec(
+        image=image,
+        command=["python3", "/task/prepare.py", "evaluate", "--model", "/handover/model.pt2",
+                 "--data", "/data", "--split", split],
+        mounts=[Mount(task_dir / "prepare.py", "/task/prepare.py"), *data_mounts(data, split)]
+        + ([Mount(handover / "model.pt2", "/handover/model.pt2")] if (handover / "model.pt2").is_file() else []),
+        labels={"autoresearch.phase": "score"},
+        deadline_s=SCORE_DEADLINE_S,
+        gpu_uuid=gpu_uuid,
+    )
+    score_log = work_dir / "score.log"
+    scored = run_container(client, spec, score_log)
+    outcome.score_log = score_log
+    outcome.timings.score_container_start = scored.start_seconds
+    outcome.timings.scoring = scored.run_seconds
+    result = last_json_line(score_log.read_text(errors="replace"))
+    outcome.score = result
+    if result.get("status") == "ok":
+        outcome.val_bpb = result["bpb"]
+    elif result.get("status") == "violation":
+        outcome.status, outcome.reason = "violation", result["reason"]
+    else:
+        reason = result.get("reason") or f"scoring failed (exit code {scored.exit_code})"
+        outcome.status, outcome.reason = "crash", reason
+
+
+def last_json_line(text: str) -> dict:
+    """The last line of text that parses as a JSON object, or {}."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
