@@ -3,6 +3,7 @@
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from autoresearch.runner.errors import UserError
 
@@ -29,6 +30,48 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_try(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from autoresearch.runner.policy import load_policy
+    from autoresearch.runner.trial import try_candidate
+    from autoresearch.runner.workspace import find_workspace
+
+    policy = load_policy(args.policy)
+    if args.budget is not None:
+        if args.budget <= 0:
+            raise UserError(f"--budget must be positive, got {args.budget:g}")
+        policy = dataclasses.replace(policy, limits=dataclasses.replace(policy.limits, time_budget_s=args.budget))
+    result = try_candidate(find_workspace(), args.train_py, policy, flavor=args.flavor, echo=args.verbose)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result)))
+    else:
+        from autoresearch.runner.trial import describe
+
+        print(describe(result))
+    return 0 if result.status == "ok" else 1
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from autoresearch.runner import store
+    from autoresearch.runner.audit import audit
+    from autoresearch.runner.workspace import find_workspace
+
+    ws = find_workspace()
+    if not ws.store_path.exists():
+        if args.json:
+            print("[]")
+        else:
+            print(f"no experiments recorded yet in {ws.root}")
+        return 0
+    conn = store.open_store(ws.store_path, readonly=True)
+    try:
+        return audit(conn, args.json)
+    finally:
+        conn.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoresearch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--source", choices=["offline", "web"], default="offline")
     prepare.add_argument("--flavor", choices=["auto", "cpu", "cuda"], default="auto")
     prepare.set_defaults(func=_cmd_prepare)
+
+    trial = sub.add_parser("try", help="run one experiment with TRAIN_PY exactly as the loop would, and record it")
+    trial.add_argument("train_py", type=Path, metavar="TRAIN_PY")
+    trial.add_argument("--policy", type=Path, help="a policy TOML file (default: the bundled default policy)")
+    trial.add_argument("--budget", type=float, help="training seconds (default: the policy's time_budget_s)")
+    trial.add_argument("--flavor", choices=["auto", "cpu", "cuda"], default="auto")
+    trial.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    trial.add_argument("-v", "--verbose", action="store_true", help="echo the training output as it comes")
+    trial.set_defaults(func=_cmd_try)
+
+    audit = sub.add_parser("audit", help="list every policy finding of the workspace, with its evidence")
+    audit.add_argument("--json", action="store_true", help="one JSON list, for jq and friends")
+    audit.set_defaults(func=_cmd_audit)
 
     bench = sub.add_parser("bench", help="time the phases of one experiment of the CPU profile")
     bench.add_argument("--runs", type=int, default=3)

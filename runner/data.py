@@ -5,6 +5,7 @@ offline source needs none and runs with the network off. The result is a folder 
 and a manifest that every experiment mounts read-only, split by split.
 """
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,7 +14,7 @@ from autoresearch.runner import images
 from autoresearch.runner.docker_engine import connect
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.sandbox import ContainerSpec, Mount, run_container
-from autoresearch.runner.task_files import OFFLINE_CORPUS
+from autoresearch.runner.task_files import OFFLINE_CORPUS, default_task_dir
 
 SOURCES = ("offline", "web")
 
@@ -23,8 +24,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AUTORESEARCH_CACHE", "~/.cache/autoresearch")).expanduser()
 
 
-def data_dir(source: str) -> Path:
-    return cache_dir() / "data" / source
+def data_dir(task_dir: Path, source: str) -> Path:
+    """The prepared data of a source, per version of prepare.py (a changed task prepares anew)."""
+    digest = hashlib.sha256((task_dir / "prepare.py").read_bytes()).hexdigest()[:12]
+    return cache_dir() / "data" / f"{source}-{digest}"
 
 
 def read_manifest(directory: Path) -> dict | None:
@@ -53,7 +56,7 @@ def prepare_data(task_dir: Path, source: str = "offline", flavor: str = "auto") 
     """Prepared data for source, made now if missing; returns its folder."""
     if source not in SOURCES:
         raise UserError(f"unknown data source {source!r} (choose from {', '.join(SOURCES)})")
-    out = data_dir(source)
+    out = data_dir(task_dir, source)
     if read_manifest(out) is not None:
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,7 @@ def prepare_data(task_dir: Path, source: str = "offline", flavor: str = "auto") 
         command=["python3", "/task/prepare.py", "data", "--source", source, "--out", "/data"],
         mounts=[
             Mount(task_dir / "prepare.py", "/task/prepare.py"),
-            Mount(task_dir / OFFLINE_CORPUS, f"/task/{OFFLINE_CORPUS}"),
+            Mount(default_task_dir() / OFFLINE_CORPUS, f"/task/{OFFLINE_CORPUS}"),
             Mount(out, "/data", read_only=False),
         ],
         labels={"autoresearch.phase": "prepare"},

@@ -17,9 +17,10 @@ import docker
 
 from autoresearch.runner.data import grant_container_write, split_files
 from autoresearch.runner.metrics import ProgressPoint, parse_progress, parse_summary
+from autoresearch.runner.monitor import Monitor, Sample, Usage
+from autoresearch.runner.policy import Limits, load_policy
 from autoresearch.runner.sandbox import ContainerResult, ContainerSpec, Mount, run_container
 
-STARTUP_ALLOWANCE_S = {"cpu": 120.0, "cuda": 300.0}  # imports, data checks, compile, export
 SCORE_DEADLINE_S = 900.0
 
 
@@ -41,7 +42,7 @@ class Timings:
 class ExperimentOutcome:
     """What happened to one candidate; val_bpb is the trusted score, reported is advisory."""
 
-    status: str  # ok, crash, timeout, oom, violation
+    status: str  # ok, crash, timeout, oom, killed (by a policy limit), violation (from the scoring)
     reason: str
     val_bpb: float | None
     reported: dict[str, float]
@@ -50,6 +51,12 @@ class ExperimentOutcome:
     score: dict = field(default_factory=dict)
     train_log: Path | None = None
     score_log: Path | None = None
+    usage: Usage | None = None  # what the host measured while training
+    killed_by: str | None = None
+    log_head: str = ""
+    log_tail: str = ""
+    log_bytes: int = 0
+    log_dropped_bytes: int = 0
 
 
 def run_experiment(
@@ -64,10 +71,14 @@ def run_experiment(
     flavor: str = "cpu",
     split: str = "val",
     gpu_uuid: str | None = None,
+    limits: Limits | None = None,
     on_line: Callable[[str], None] | None = None,
+    on_point: Callable[[ProgressPoint], None] | None = None,
+    on_sample: Callable[[Sample], None] | None = None,
 ) -> ExperimentOutcome:
     """Train train_py for budget_s seconds and score the handed-over model on split."""
     began = time.monotonic()
+    limits = limits or load_policy().limits
     work_dir.mkdir(parents=True, exist_ok=True)
     handover = work_dir / "handover"
     handover.mkdir(exist_ok=True)
@@ -85,6 +96,8 @@ def run_experiment(
         point = parse_progress(line)
         if point is not None:
             progress.append(point)
+            if on_point is not None:
+                on_point(point)
         if on_line is not None:
             on_line(line)
 
@@ -103,12 +116,20 @@ def run_experiment(
             "AUTORESEARCH_TIME_BUDGET": str(budget_s),
         },
         labels={"autoresearch.phase": "train"},
-        deadline_s=budget_s + STARTUP_ALLOWANCE_S[flavor],
+        deadline_s=budget_s + (limits.deadline_allowance_cuda_s if gpu_uuid else limits.deadline_allowance_cpu_s),
         gpu_uuid=gpu_uuid,
+        **container_limits(limits),
     )
+
+    def watch(init_pid: int, kill: Callable[[str], None]) -> Monitor:
+        return Monitor(
+            init_pid, gpu_uuid, kill, mem_cap_mb=limits.gpu_memory_cap_mb or None,
+            disk_paths=(handover, candidate), disk_cap_bytes=limits.handover_max_mb * 2**20, on_sample=on_sample,
+        ).start()
+
     train_log = work_dir / "train.log"
-    trained = run_container(client, train_spec, train_log, handle_line)
-    reported = parse_summary(train_log.read_text(errors="replace"))
+    trained = run_container(client, train_spec, train_log, handle_line, watch, limits.log_max_bytes)
+    reported = parse_summary(trained.log_tail)
     timings = Timings(
         train_container_start=trained.start_seconds,
         first_output=(first_line_at[0] - began - trained.start_seconds) if first_line_at else 0.0,
@@ -116,12 +137,16 @@ def run_experiment(
         export=reported.get("export_seconds", 0.0),
         train_phase=trained.run_seconds,
     )
-    outcome = ExperimentOutcome("ok", "", None, reported, progress, timings, train_log=train_log)
+    outcome = ExperimentOutcome(
+        "ok", "", None, reported, progress, timings, train_log=train_log, usage=trained.usage,
+        killed_by=trained.killed_by, log_head=trained.log_head, log_tail=trained.log_tail,
+        log_bytes=trained.log_bytes, log_dropped_bytes=trained.log_dropped_bytes,
+    )
     failure = training_failure(trained)
     if failure:
         outcome.status, outcome.reason = failure
     else:
-        score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, outcome)
+        score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, outcome)
     timings.total = time.monotonic() - began
     return outcome
 
@@ -131,8 +156,16 @@ def data_mounts(data: Path, split: str) -> list[Mount]:
     return [Mount(path, f"/data/{path.name}") for path in split_files(data, split)]
 
 
+def container_limits(limits: Limits) -> dict:
+    """The ContainerSpec fields a policy's limits set."""
+    return {"memory": limits.memory, "pids_limit": limits.pids_limit, "cpus": limits.cpus or None,
+            "tmpfs_size": limits.tmpfs_size}
+
+
 def training_failure(result: ContainerResult) -> tuple[str, str] | None:
     """(status, reason) when the training container did not finish cleanly, else None."""
+    if result.killed_by:
+        return "killed", f"killed by policy ({result.killed_by})"
     if result.timed_out:
         return "timeout", "killed at the hard deadline"
     if result.oom_killed:
@@ -143,7 +176,7 @@ def training_failure(result: ContainerResult) -> tuple[str, str] | None:
     return None
 
 
-def score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, outcome) -> None:
+def score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, outcome) -> None:
     """Run the trusted evaluation on the handed-over model and fill outcome's score fields."""
     spec = ContainerSpec(
         image=image,
@@ -154,13 +187,14 @@ def score_experiment(client, image, task_dir, data, handover, work_dir, split, g
         labels={"autoresearch.phase": "score"},
         deadline_s=SCORE_DEADLINE_S,
         gpu_uuid=gpu_uuid,
+        **container_limits(limits),
     )
     score_log = work_dir / "score.log"
-    scored = run_container(client, spec, score_log)
+    scored = run_container(client, spec, score_log, max_log_bytes=limits.log_max_bytes)
     outcome.score_log = score_log
     outcome.timings.score_container_start = scored.start_seconds
     outcome.timings.scoring = scored.run_seconds
-    result = last_json_line(score_log.read_text(errors="replace"))
+    result = last_json_line(scored.log_tail)
     outcome.score = result
     if result.get("status") == "ok":
         outcome.val_bpb = result["bpb"]

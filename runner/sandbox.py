@@ -18,9 +18,12 @@ import docker.types
 import requests
 
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.logs import CappedLog
+from autoresearch.runner.monitor import Monitor, Usage
 
 LABEL = "autoresearch"  # every container carries it, so orphans can be found and removed
 USER = "1000:1000"
+MAX_LINE_BYTES = 64 * 1024  # longer lines reach on_line cut to this
 
 
 @dataclass(frozen=True)
@@ -52,15 +55,24 @@ class ContainerSpec:
 
 @dataclass
 class ContainerResult:
-    """How a container ended, with timings measured by the host."""
+    """How a container ended, with timings and resource use measured by the host."""
 
     exit_code: int | None
     timed_out: bool
     oom_killed: bool
+    killed_by: str | None  # the policy limit that made the host kill it, e.g. "memory_cap"
+    log_head: str
     log_tail: str
+    log_bytes: int
+    log_dropped_bytes: int
     start_seconds: float  # from create to running
     run_seconds: float  # from running to exit
-    error: str = ""
+    usage: Usage | None = None
+
+
+# Called once the container runs, with its init's host PID and a function that kills it for a reason;
+# returns the Monitor watching it.
+Watch = Callable[[int, Callable[[str], None]], Monitor]
 
 
 def create_container(client: docker.DockerClient, spec: ContainerSpec):
@@ -106,61 +118,75 @@ def run_container(
     spec: ContainerSpec,
     log_path: Path,
     on_line: Callable[[str], None] | None = None,
+    watch: Watch | None = None,
+    max_log_bytes: int = 20 * 2**20,
 ) -> ContainerResult:
-    """Run spec to completion or to its deadline, streaming its output to log_path (and on_line)."""
+    """Run spec to completion or to its deadline, streaming its output to a capped log (and on_line)."""
     created = time.monotonic()
     container = create_container(client, spec)
+    log = CappedLog(log_path, max_log_bytes)
+    killed_by: list[str] = []
+
+    def kill(reason: str) -> None:
+        if not killed_by:
+            killed_by.append(reason)
+            container.kill()
+
+    monitor = None
     try:
         stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
-        reader = threading.Thread(target=_copy_stream, args=(stream, log_path, on_line), daemon=True)
+        reader = threading.Thread(target=_copy_stream, args=(stream, log, on_line), daemon=True)
         reader.start()
         container.start()
         started = time.monotonic()
+        if watch is not None:
+            container.reload()
+            monitor = watch(container.attrs["State"]["Pid"], kill)
         timed_out = False
         try:
             status = container.wait(timeout=spec.deadline_s)
         except requests.exceptions.RequestException:  # the deadline passed
             timed_out = True
-            container.kill()
+            kill("deadline")
             status = container.wait(timeout=30)
         ended = time.monotonic()
-        reader.join(timeout=10)
+        usage = monitor.stop() if monitor else None
+        reader.join(timeout=60)  # the stream ends with the container; this only bounds a stuck engine
         container.reload()
-        state = container.attrs["State"]
         return ContainerResult(
             exit_code=None if timed_out else status.get("StatusCode"),
             timed_out=timed_out,
-            oom_killed=bool(state.get("OOMKilled")),
-            log_tail=tail_of(log_path),
+            oom_killed=bool(container.attrs["State"].get("OOMKilled")),
+            killed_by=None if timed_out or not killed_by else killed_by[0],
+            log_head=log.head().decode("utf-8", "replace")[:4000],
+            log_tail=log.tail().decode("utf-8", "replace")[-8000:],
+            log_bytes=log.bytes_seen,
+            log_dropped_bytes=log.bytes_dropped,
             start_seconds=started - created,
             run_seconds=ended - started,
-            error=((status.get("Error") or {}).get("Message") or ""),
+            usage=usage,
         )
     finally:
+        if monitor is not None:
+            monitor.stop()
+        log.close()
         container.remove(force=True)
 
 
-def _copy_stream(stream, log_path: Path, on_line: Callable[[str], None] | None) -> None:
-    """Append the container's output to log_path as it comes; hand each complete line to on_line."""
+def _copy_stream(stream, log: CappedLog, on_line: Callable[[str], None] | None) -> None:
+    """Copy the container's output into the capped log as it comes; hand each complete line to on_line."""
     pending = b""
-    with log_path.open("ab") as log:
-        for chunk in stream:
+    for chunk in stream:
+        try:
             log.write(chunk)
-            log.flush()
-            if on_line is None:
-                continue
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                on_line(line.decode("utf-8", "replace"))
-        if on_line is not None and pending:
-            on_line(pending.decode("utf-8", "replace"))
-
-
-def tail_of(path: Path, max_bytes: int = 4000) -> str:
-    """The last max_bytes of a log file, decoded leniently."""
-    if not path.exists():
-        return ""
-    with path.open("rb") as f:
-        f.seek(max(0, path.stat().st_size - max_bytes))
-        return f.read().decode("utf-8", "replace")
+        except ValueError:  # the log was closed: the runner gave up waiting for this stream
+            return
+        if on_line is None:
+            continue
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            on_line(line.decode("utf-8", "replace"))
+        pending = pending[-MAX_LINE_BYTES:]  # a line without end cannot grow without bound
+    if on_line is not None and pending:
+        on_line(pending.decode("utf-8", "replace"))

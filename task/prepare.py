@@ -23,7 +23,6 @@ targets), checks that it is causal, and computes bits per byte itself.
 import argparse
 import base64
 import hashlib
-import io
 import json
 import lzma
 import math

@@ -21,11 +21,10 @@ import resource
 import sys
 import time
 
+import prepare
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-import prepare
 
 PROFILE = os.environ.get("AUTORESEARCH_PROFILE") or ("h100" if torch.cuda.is_available() else "cpu")
 if PROFILE not in ("h100", "cpu"):
@@ -223,7 +222,8 @@ def holdout_bpb(model: GPT, seq_len: int, device: str) -> float:
     bits, nbytes = 0.0, 0
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=H100):
         for i in range(0, rows, prepare.EVAL_BATCH):
-            b, n = prepare.bits_per_byte(model(x[i : i + prepare.EVAL_BATCH]), y[i : i + prepare.EVAL_BATCH], token_bytes)
+            rows_i = slice(i, i + prepare.EVAL_BATCH)
+            b, n = prepare.bits_per_byte(model(x[rows_i]), y[rows_i], token_bytes)
             bits, nbytes = bits + b, nbytes + n
     return bits / max(nbytes, 1)
 

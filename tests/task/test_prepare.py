@@ -65,7 +65,7 @@ def test_corrupt_shard_is_refused(prepare, offline_data, tmp_path, capsys):
 
 
 def test_missing_data_names_the_command(prepare, tmp_path):
-    with pytest.raises(prepare.DataError, match="prepare.py data --source offline"):
+    with pytest.raises(prepare.DataError, match=r"prepare\.py data --source offline"):
         prepare.read_manifest(tmp_path)
 
 

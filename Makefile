@@ -1,0 +1,25 @@
+# Everyday entry points. Each runs in the current Python environment (a virtualenv is a good idea).
+PYTHON ?= python3
+AUTORESEARCH := $(PYTHON) -m autoresearch.runner.cli
+# One install stamp per Python environment, redone when pyproject.toml changes.
+STAMP := build/install-$(shell $(PYTHON) -c 'import sys, zlib; print(zlib.crc32(sys.prefix.encode()))').stamp
+
+.PHONY: install image test bench lint
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[dev]'
+	@mkdir -p $(@D) && touch $@
+
+image: install
+	$(AUTORESEARCH) image
+
+test: install
+	$(PYTHON) -m pytest
+
+bench: install
+	$(AUTORESEARCH) bench
+
+lint: install
+	ruff check .

@@ -1,0 +1,65 @@
+"""`autoresearch bench`: where the time of one CPU-profile experiment goes, median over a few runs.
+
+It runs the bundled train.py in the real containers, exactly as an experiment does, and prints the
+median seconds of each phase so that later changes to the sandbox or the loop can be compared.
+"""
+
+import json
+import statistics
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from autoresearch.runner import images
+from autoresearch.runner.data import prepare_data
+from autoresearch.runner.docker_engine import connect
+from autoresearch.runner.errors import UserError
+from autoresearch.runner.experiment import Timings, run_experiment
+from autoresearch.runner.task_files import default_task_dir
+
+PHASES = {
+    "train_container_start": "container start (training)",
+    "first_output": "interpreter and imports, to first line",
+    "training": "training (reported)",
+    "export": "export (reported)",
+    "train_phase": "training container, start to exit",
+    "score_container_start": "container start (scoring)",
+    "scoring": "scoring container, start to exit",
+    "total": "whole experiment",
+}
+
+
+def run_task_bench(runs: int = 3, budget_s: float = 20.0, as_json: bool = False) -> dict:
+    """Run the CPU profile runs times and print the median of every phase."""
+    if runs < 1 or budget_s <= 0:
+        raise UserError("--runs must be at least 1 and --budget positive")
+    client = connect()
+    image = images.require_image("cpu")
+    task_dir = default_task_dir()
+    data = prepare_data(task_dir, "offline", "cpu")
+    samples: list[Timings] = []
+    scores = []
+    with tempfile.TemporaryDirectory(prefix="autoresearch-bench-") as tmp:
+        for i in range(runs):
+            outcome = run_experiment(
+                client, image=image, task_dir=task_dir, train_py=task_dir / "train.py", data=data,
+                work_dir=Path(tmp) / f"run{i}", budget_s=budget_s, flavor="cpu",
+            )
+            if outcome.status != "ok":
+                raise UserError(f"bench run {i + 1} ended with {outcome.status}: {outcome.reason}")
+            samples.append(outcome.timings)
+            scores.append(outcome.val_bpb)
+            if not as_json:
+                print(f"run {i + 1}/{runs}: val_bpb {outcome.val_bpb:.4f}, total {outcome.timings.total:.1f}s")
+    medians = {key: statistics.median(getattr(t, key) for t in samples) for key in PHASES}
+    report = {"runs": runs, "budget_s": budget_s, "median_seconds": medians, "val_bpb": scores,
+              "samples": [asdict(t) for t in samples]}
+    if as_json:
+        print(json.dumps(report))
+    else:
+        print(f"\nCPU profile, {runs} runs, budget {budget_s:g}s: median seconds per phase")
+        for key, label in PHASES.items():
+            print(f"  {label:<42} {medians[key]:8.2f}")
+        overhead = medians["total"] - medians["training"]
+        print(f"  {'overhead (whole minus training)':<42} {overhead:8.2f}")
+    return report

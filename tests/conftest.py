@@ -1,0 +1,42 @@
+"""Session fixtures for tests that need the Docker engine and the CPU experiment image.
+
+Without a reachable engine these tests skip, with the reason in pytest's summary; with
+AUTORESEARCH_REQUIRE_DOCKER=1 (what CI sets) they fail instead, so a broken engine cannot pass as green.
+"""
+
+import os
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from autoresearch.runner.docker_engine import connect
+from autoresearch.runner.errors import UserError
+from autoresearch.runner.images import build_image
+
+
+def _unavailable(reason: str) -> None:
+    """Skip the test for reason, or fail it when the environment requires Docker."""
+    if os.environ.get("AUTORESEARCH_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"AUTORESEARCH_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A docker-py client of the local engine."""
+    try:
+        client = connect()
+    except UserError as exc:
+        _unavailable(str(exc))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def cpu_image(docker_client: docker.DockerClient) -> str:
+    """The tag of the CPU experiment image, built first when missing or out of date."""
+    try:
+        return build_image("cpu")
+    except UserError as exc:
+        _unavailable(f"the CPU experiment image cannot be built: {exc}")

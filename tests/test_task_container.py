@@ -1,0 +1,100 @@
+"""The default task, trained and scored for real in containers of the CPU image."""
+
+import json
+import math
+
+import pytest
+
+from autoresearch.runner.data import prepare_data
+from autoresearch.runner.experiment import run_experiment
+from autoresearch.runner.task_files import default_task_dir
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+# Runs inside the training container before the real train.py: what can this code reach?
+PROBE = '''
+import socket, pathlib, os
+def _attempt(action):
+    try:
+        action()
+        return "allowed"
+    except Exception as exc:
+        return type(exc).__name__
+def _connect():
+    socket.create_connection(("1.1.1.1", 53), timeout=3)
+print("probe network=" + _attempt(_connect))
+print("probe dns=" + _attempt(lambda: socket.getaddrinfo("huggingface.co", 443)))
+print("probe prepare_write=" + _attempt(lambda: open("/task/prepare.py", "a").write("# changed")))
+print("probe data_write=" + _attempt(lambda: open("/data/manifest.json", "a").write(" ")))
+print("probe root_write=" + _attempt(lambda: open("/etc/evil", "w").write("x")))
+print("probe val_visible=" + str(any("val" in p.name or "test" in p.name for p in pathlib.Path("/data").iterdir())))
+print("probe uid=" + str(os.getuid()))
+'''
+
+
+@pytest.fixture(scope="module")
+def task_data(cpu_image, tmp_path_factory, monkeypatch_module):
+    monkeypatch_module.setenv("AUTORESEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    return prepare_data(default_task_dir(), "offline", "cpu")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_data_is_prepared_in_a_container(task_data):
+    manifest = json.loads((task_data / "manifest.json").read_text())
+    assert {"train", "val", "test"} == set(manifest["splits"])
+    assert (task_data / "train_000.bin").stat().st_size > 1_000_000
+
+
+def test_cpu_profile_trains_and_scores_below_uniform_in_containers(docker_client, cpu_image, task_data, tmp_path):
+    task_dir = default_task_dir()
+    candidate = tmp_path / "candidate.py"
+    candidate.write_text(PROBE + (task_dir / "train.py").read_text())
+    lines = []
+    outcome = run_experiment(
+        docker_client, image=cpu_image, task_dir=task_dir, train_py=candidate, data=task_data,
+        work_dir=tmp_path / "exp", budget_s=15, flavor="cpu", on_line=lines.append,
+    )
+    assert outcome.status == "ok", (outcome.reason, "\n".join(lines[-20:]))
+    probes = dict(line.removeprefix("probe ").split("=", 1) for line in lines if line.startswith("probe "))
+    assert probes["network"] != "allowed" and probes["dns"] != "allowed"
+    assert probes["prepare_write"] in ("OSError", "PermissionError")
+    assert probes["data_write"] in ("OSError", "PermissionError")
+    assert probes["root_write"] in ("OSError", "PermissionError")
+    assert probes["val_visible"] == "False"
+    assert probes["uid"] == "1000"
+
+    manifest = json.loads((task_data / "manifest.json").read_text())
+    uniform_bpb_upper = math.log2(manifest["source"]["vocab_size"]) / 2.5  # at least 2.5 bytes per token
+    assert outcome.val_bpb < 0.85 * uniform_bpb_upper
+    assert outcome.score["causality_leak"] < 1e-4
+    assert outcome.reported["num_steps"] == outcome.progress[-1].step
+    assert outcome.timings.training >= 15
+    assert (task_dir / "prepare.py").read_text().endswith("sys.exit(main())\n")  # the host copy is intact
+
+
+def test_a_crashing_train_py_is_a_crash_with_its_traceback(docker_client, cpu_image, task_data, tmp_path):
+    candidate = tmp_path / "train.py"
+    candidate.write_text("import prepare\nraise RuntimeError('boom at step 0')\n")
+    outcome = run_experiment(
+        docker_client, image=cpu_image, task_dir=default_task_dir(), train_py=candidate, data=task_data,
+        work_dir=tmp_path / "exp", budget_s=5, flavor="cpu",
+    )
+    assert outcome.status == "crash"
+    assert "RuntimeError: boom at step 0" in outcome.reason
+    assert outcome.val_bpb is None
+
+
+def test_a_missing_export_is_a_crash_with_a_clear_reason(docker_client, cpu_image, task_data, tmp_path):
+    candidate = tmp_path / "train.py"
+    candidate.write_text("print('trained nothing')\n")
+    outcome = run_experiment(
+        docker_client, image=cpu_image, task_dir=default_task_dir(), train_py=candidate, data=task_data,
+        work_dir=tmp_path / "exp", budget_s=5, flavor="cpu",
+    )
+    assert outcome.status == "crash"
+    assert "no exported model" in outcome.reason
