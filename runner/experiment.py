@@ -75,6 +75,7 @@ def run_experiment(
     on_line: Callable[[str], None] | None = None,
     on_point: Callable[[ProgressPoint], None] | None = None,
     on_sample: Callable[[Sample], None] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> ExperimentOutcome:
     """Train train_py for budget_s seconds and score the handed-over model on split."""
     began = time.monotonic()
@@ -115,7 +116,7 @@ def run_experiment(
             "AUTORESEARCH_HANDOVER": "/handover",
             "AUTORESEARCH_TIME_BUDGET": str(budget_s),
         },
-        labels={"autoresearch.phase": "train"},
+        labels={**(labels or {}), "autoresearch.phase": "train"},
         deadline_s=budget_s + (limits.deadline_allowance_cuda_s if gpu_uuid else limits.deadline_allowance_cpu_s),
         gpu_uuid=gpu_uuid,
         **container_limits(limits),
@@ -146,7 +147,7 @@ def run_experiment(
     if failure:
         outcome.status, outcome.reason = failure
     else:
-        score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, outcome)
+        score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels, outcome)
     timings.total = time.monotonic() - began
     return outcome
 
@@ -176,7 +177,8 @@ def training_failure(result: ContainerResult) -> tuple[str, str] | None:
     return None
 
 
-def score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, outcome) -> None:
+def score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels,
+                     outcome) -> None:
     """Run the trusted evaluation on the handed-over model and fill outcome's score fields."""
     spec = ContainerSpec(
         image=image,
@@ -184,7 +186,7 @@ def score_experiment(client, image, task_dir, data, handover, work_dir, split, g
                  "--data", "/data", "--split", split],
         mounts=[Mount(task_dir / "prepare.py", "/task/prepare.py"), *data_mounts(data, split)]
         + ([Mount(handover / "model.pt2", "/handover/model.pt2")] if (handover / "model.pt2").is_file() else []),
-        labels={"autoresearch.phase": "score"},
+        labels={**(labels or {}), "autoresearch.phase": "score"},
         deadline_s=SCORE_DEADLINE_S,
         gpu_uuid=gpu_uuid,
         **container_limits(limits),

@@ -37,7 +37,7 @@ def parse_progress(line: str) -> ProgressPoint | None:
 
 def parse_summary(text: str) -> dict[str, float]:
     """The numeric `key: value` lines after the last `---` line of a log."""
-    _, sep, block = text.rpartition("\n---\n")
+    _, sep, block = ("\n" + text).rpartition("\n---\n")
     if not sep:
         return {}
     summary = {}

@@ -190,3 +190,16 @@ def _copy_stream(stream, log: CappedLog, on_line: Callable[[str], None] | None) 
         pending = pending[-MAX_LINE_BYTES:]  # a line without end cannot grow without bound
     if on_line is not None and pending:
         on_line(pending.decode("utf-8", "replace"))
+
+
+def remove_orphans(client: docker.DockerClient, labels: dict[str, str], alive: Callable[[int], bool]) -> list[str]:
+    """Remove containers carrying labels whose runner process (label autoresearch.runner_pid) is gone."""
+    filters = {"label": [LABEL, *(f"{k}={v}" for k, v in labels.items())]}
+    removed = []
+    for container in client.containers.list(all=True, filters=filters):
+        pid = container.labels.get("autoresearch.runner_pid", "")
+        if pid.isdigit() and alive(int(pid)):
+            continue
+        container.remove(force=True)
+        removed.append(container.name)
+    return removed

@@ -67,7 +67,8 @@ CREATE TABLE experiments (
     parent_sha         TEXT,
     description        TEXT NOT NULL,
     status             TEXT NOT NULL CHECK (status IN (
-        'pending', 'running', 'keep', 'discard', 'crash', 'timeout', 'oom', 'blocked', 'violation', 'ok')),
+        'pending', 'running', 'keep', 'discard', 'crash', 'timeout', 'oom', 'killed', 'blocked', 'violation',
+        'ok')),
     exit_reason        TEXT,
     val_bpb            REAL,                          -- trusted: the scoring container's
     test_bpb           REAL,                          -- trusted, on the held-out split

@@ -1,0 +1,236 @@
+"""`autoresearch try TRAIN_PY`: one experiment, exactly as the loop runs it, recorded in the store.
+
+Check (static rules) -> record -> train in a fresh container under the host's monitor -> score in a
+second container -> dynamic rules -> decide -> record. A candidate that a static rule blocks is
+recorded with its findings and never runs. Prerequisites (engine, image, data, policy) are checked
+before anything is recorded, so bad input leaves nothing half-written.
+"""
+
+import hashlib
+import os
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+from autoresearch.runner import images, store
+from autoresearch.runner.data import prepare_data
+from autoresearch.runner.docker_engine import connect
+from autoresearch.runner.dynamic_rules import RunFacts, check_run
+from autoresearch.runner.errors import UserError
+from autoresearch.runner.experiment import ExperimentOutcome, run_experiment
+from autoresearch.runner.findings import Finding, worst_action
+from autoresearch.runner.integrity import hash_files, protected_files
+from autoresearch.runner.metrics import ProgressPoint
+from autoresearch.runner.monitor import Sample
+from autoresearch.runner.policy import Policy
+from autoresearch.runner.sandbox import remove_orphans
+from autoresearch.runner.static_rules import check_source
+from autoresearch.runner.workspace import Workspace
+
+MAX_METRIC_POINTS = 100_000  # per experiment: a flood of progress lines cannot fill the store
+FLUSH_INTERVAL_S = 0.25
+
+
+@dataclass
+class TrialResult:
+    """What `autoresearch try` reports; the JSON of `--json`."""
+
+    experiment_id: int
+    status: str  # ok, blocked, crash, timeout, oom, killed, violation
+    exit_reason: str
+    val_bpb: float | None
+    reported: dict[str, float]
+    training_seconds: float | None
+    total_seconds: float
+    gpu_busy_seconds: float | None
+    host_peak_mem_mb: float | None
+    monitor: str
+    findings: list[dict] = field(default_factory=list)
+    log_path: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class LiveRecorder:
+    """Writes metric points and resource samples to the store from its own thread, every 0.25 s."""
+
+    def __init__(self, store_path: Path, experiment_id: int):
+        self.store_path, self.experiment_id = store_path, experiment_id
+        self.queue: queue.Queue = queue.Queue()
+        self.points = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="recorder", daemon=True)
+        self._thread.start()
+
+    def point(self, point: ProgressPoint) -> None:
+        if self.points < MAX_METRIC_POINTS:
+            self.points += 1
+            self.queue.put(("point", point))
+
+    def sample(self, sample: Sample) -> None:
+        self.queue.put(("sample", sample))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        conn = store.open_store(self.store_path)
+        try:
+            while not self._stop.is_set():
+                self._stop.wait(FLUSH_INTERVAL_S)
+                self._flush(conn)
+            self._flush(conn)
+        finally:
+            conn.close()
+
+    def _flush(self, conn: sqlite3.Connection) -> None:
+        points, samples = [], []
+        while not self.queue.empty():
+            kind, item = self.queue.get_nowait()
+            (points if kind == "point" else samples).append(item)
+        if points:
+            store.add_metric_points(conn, self.experiment_id, points)
+        if samples:
+            store.add_gpu_samples(conn, self.experiment_id, samples)
+
+
+def try_candidate(ws: Workspace, train_py: Path, policy: Policy, flavor: str = "auto",
+                  gpu_uuid: str | None = None, source: str = "offline", run_id: int | None = None,
+                  description: str = "", echo: bool = False) -> TrialResult:
+    """Run one candidate train.py through check, train, score and decide; record everything."""
+    began = time.monotonic()
+    code = read_candidate(train_py)
+    description = description or f"try {train_py.name}"
+    static = check_source(code, policy)
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    if worst_action(static) == "block":
+        conn = store.open_store(ws.store_path)
+        exp_id = store.create_experiment(conn, run_id=run_id, description=description, status="blocked",
+                                         train_py_sha256=sha(code), ended_at=time.time(),
+                                         exit_reason="blocked by policy before running")
+        store.add_findings(conn, exp_id, static)
+        conn.close()
+        return TrialResult(exp_id, "blocked", "blocked by policy before running", None, {}, None,
+                           time.monotonic() - began, None, None, "", [f.to_dict() for f in static])
+
+    client = connect()
+    workspace_label = {"autoresearch.workspace": hashlib.sha256(str(ws.root).encode()).hexdigest()[:16]}
+    remove_orphans(client, workspace_label, psutil.pid_exists)
+    flavor = images.resolve_flavor(flavor)
+    image = images.require_image(flavor)
+    data = prepare_data(ws.task_dir, source, flavor)
+    protected = protected_files(ws.task_dir, data)
+    before = hash_files(protected)
+
+    conn = store.open_store(ws.store_path)
+    exp_id = store.create_experiment(conn, run_id=run_id, description=description, status="running",
+                                     train_py_sha256=sha(code))
+    store.add_findings(conn, exp_id, static)
+    work_dir = ws.experiments_dir / f"{exp_id:06d}"
+    recorder = LiveRecorder(ws.store_path, exp_id)
+    store.update_experiment(conn, exp_id, log_path=str(work_dir / "train.log"))
+    try:
+        outcome = run_experiment(
+            client, image=image, task_dir=ws.task_dir, train_py=train_py, data=data, work_dir=work_dir,
+            budget_s=policy.limits.time_budget_s, flavor=flavor, gpu_uuid=gpu_uuid, limits=policy.limits,
+            on_point=recorder.point, on_sample=recorder.sample, on_line=print if echo else None,
+            labels={**workspace_label, "autoresearch.experiment": str(exp_id),
+                    "autoresearch.runner_pid": str(os.getpid())},
+        )
+    finally:
+        recorder.close()
+    after = hash_files(protected)
+    dynamic = check_run(run_facts(outcome, policy, before, after), policy)
+    status, reason = decide(outcome, dynamic)
+    usage = outcome.usage
+    store.add_findings(conn, exp_id, dynamic)
+    store.update_experiment(
+        conn, exp_id, status=status, exit_reason=reason, val_bpb=outcome.val_bpb,
+        reported_json=outcome.reported, training_seconds=outcome.reported.get("training_seconds"),
+        total_seconds=outcome.timings.total, gpu_busy_seconds=usage.busy_seconds if usage else None,
+        peak_vram_mb=outcome.reported.get("peak_vram_mb"), host_peak_vram_mb=usage.peak_mem_mb if usage else None,
+        log_bytes=outcome.log_bytes, log_dropped_bytes=outcome.log_dropped_bytes,
+        timings_json=asdict(outcome.timings), ended_at=time.time(),
+    )
+    conn.close()
+    findings = [f.to_dict() for f in (*static, *dynamic)]
+    return TrialResult(
+        exp_id, status, reason, outcome.val_bpb if status == "ok" else None, outcome.reported,
+        outcome.reported.get("training_seconds"), outcome.timings.total,
+        usage.busy_seconds if usage and usage.kind == "nvml" else None,
+        usage.peak_mem_mb if usage else None, usage.note if usage else "", findings,
+        str(outcome.train_log), asdict(outcome.timings),
+    )
+
+
+def read_candidate(path: Path) -> bytes:
+    """The candidate's bytes; a missing or unreadable file is bad input, not an experiment."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def run_facts(outcome: ExperimentOutcome, policy: Policy, before: dict, after: dict) -> RunFacts:
+    usage = outcome.usage
+    gpu = usage is not None and usage.kind == "nvml"
+    return RunFacts(
+        budget_s=policy.limits.time_budget_s,
+        trusted_bpb=outcome.val_bpb,
+        reported=outcome.reported,
+        training_wall_s=outcome.timings.train_phase,
+        gpu_busy_s=usage.busy_seconds if gpu else None,
+        peak_vram_mb=usage.peak_mem_mb if usage else None,
+        vram_cap_mb=policy.limits.gpu_memory_cap_mb or None,
+        killed_by_policy=outcome.killed_by,
+        hashes_before=before,
+        hashes_after=after,
+        log_head=outcome.log_head,
+        log_tail=outcome.log_tail,
+        dropped_log_bytes=outcome.log_dropped_bytes,
+        progress_last_elapsed=outcome.progress[-1].elapsed if outcome.progress else None,
+    )
+
+
+def decide(outcome: ExperimentOutcome, dynamic: list[Finding]) -> tuple[str, str]:
+    """The experiment's status: the container's fate first, then any finding that discards it."""
+    if outcome.status not in ("ok", "killed"):
+        return outcome.status, outcome.reason
+    if worst_action(dynamic) in ("block", "discard"):
+        worst = next(f for f in dynamic if f.action in ("block", "discard"))
+        return "violation", f"{worst.rule_id}: {worst.message}"
+    if outcome.status == "killed":
+        return outcome.status, outcome.reason
+    return "ok", "finished and scored"
+
+
+def describe(result: TrialResult) -> str:
+    """The result for people: status and trusted score first, then where the time went, then findings."""
+    lines = [f"experiment {result.experiment_id}: {result.status} ({result.exit_reason})"]
+    if result.val_bpb is not None:
+        reported = result.reported.get("val_bpb")
+        note = f" (train.py reported {reported:.6f}, advisory)" if reported is not None else ""
+        lines.append(f"  val_bpb {result.val_bpb:.6f} trusted{note}")
+    if result.training_seconds is not None:
+        lines.append(f"  training {result.training_seconds:.1f} s of {result.total_seconds:.1f} s in all")
+    if result.gpu_busy_seconds is not None:
+        lines.append(f"  GPU busy {result.gpu_busy_seconds:.1f} s (host-measured)")
+    if result.host_peak_mem_mb is not None:
+        vram = result.reported.get("peak_vram_mb")
+        torch_note = f", torch reported {vram:.0f} MB" if vram else ""
+        lines.append(f"  peak memory {result.host_peak_mem_mb:.0f} MB host-measured{torch_note} [{result.monitor}]")
+    for finding in result.findings:
+        rule, severity, action = finding["rule_id"], finding["severity"], finding["action"]
+        lines.append(f"  finding {rule} ({severity}, {action}): {finding['message']}")
+    if result.log_path:
+        lines.append(f"  log: {result.log_path}")
+    return "\n".join(lines)
