@@ -8,6 +8,7 @@ and a manifest that every experiment mounts read-only, split by split.
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 from autoresearch.runner import images
@@ -73,8 +74,9 @@ def prepare_data(task_dir: Path, source: str = "offline", flavor: str = "auto") 
         network=source == "web",
         deadline_s=24 * 3600 if source == "web" else 900,
     )
-    print(f"preparing the {source} data in {out} (once) ...", flush=True)
-    result = run_container(connect(), spec, out / "prepare.log", on_line=lambda line: print(f"  {line}"))
+    print(f"preparing the {source} data in {out} (once) ...", file=sys.stderr, flush=True)
+    result = run_container(connect(), spec, out / "prepare.log",
+                           on_line=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     if result.exit_code != 0 or read_manifest(out) is None:
         reason = "timed out" if result.timed_out else f"exit code {result.exit_code}"
         last = result.log_tail.strip().splitlines()[-1:] or [""]

@@ -7,6 +7,7 @@ would block run under the permissive policy (static rules off), so the container
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,23 +15,8 @@ from .conftest import log_of, rules_of, stored
 
 pytestmark = [pytest.mark.docker]
 
-# A model train.py may hand over: equal logits for every token (scores log2(vocab) bits per token).
-EXPORT_UNIFORM = """
-import torch
-import prepare
-
-class Uniform(torch.nn.Module):
-    def __init__(self, vocab):
-        super().__init__()
-        self.vocab, self.bias = vocab, torch.nn.Parameter(torch.zeros(vocab))
-
-    def forward(self, idx):
-        return self.bias.expand(*idx.shape, self.vocab) + 0 * idx[..., None]
-
-task = prepare.task_info(prepare.DATA_DIR)
-prepare.HANDOVER_DIR.mkdir(parents=True, exist_ok=True)
-prepare.export_model(Uniform(task.vocab_size), prepare.HANDOVER_DIR / prepare.MODEL_FILE, task.seq_len)
-"""
+# A train.py that hands over a model without training: equal logits for every token.
+EXPORT_UNIFORM = (Path(__file__).parent / "uniform_export.py").read_text()
 
 
 # --- blocked before running (default policy) ----------------------------------------------------------
