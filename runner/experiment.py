@@ -76,6 +76,7 @@ def run_experiment(
     on_point: Callable[[ProgressPoint], None] | None = None,
     on_sample: Callable[[Sample], None] | None = None,
     labels: dict[str, str] | None = None,
+    seed: int | None = None,
 ) -> ExperimentOutcome:
     """Train train_py for budget_s seconds and score the handed-over model on split."""
     began = time.monotonic()
@@ -115,6 +116,7 @@ def run_experiment(
             "AUTORESEARCH_DATA": "/data",
             "AUTORESEARCH_HANDOVER": "/handover",
             "AUTORESEARCH_TIME_BUDGET": str(budget_s),
+            **({"AUTORESEARCH_SEED": str(seed)} if seed is not None else {}),
         },
         labels={**(labels or {}), "autoresearch.phase": "train"},
         deadline_s=budget_s + (limits.deadline_allowance_cuda_s if gpu_uuid else limits.deadline_allowance_cpu_s),
@@ -180,23 +182,12 @@ def training_failure(result: ContainerResult) -> tuple[str, str] | None:
 def score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels,
                      outcome) -> None:
     """Run the trusted evaluation on the handed-over model and fill outcome's score fields."""
-    spec = ContainerSpec(
-        image=image,
-        command=["python3", "/task/prepare.py", "evaluate", "--model", "/handover/model.pt2",
-                 "--data", "/data", "--split", split],
-        mounts=[Mount(task_dir / "prepare.py", "/task/prepare.py"), *data_mounts(data, split)]
-        + ([Mount(handover / "model.pt2", "/handover/model.pt2")] if (handover / "model.pt2").is_file() else []),
-        labels={**(labels or {}), "autoresearch.phase": "score"},
-        deadline_s=SCORE_DEADLINE_S,
-        gpu_uuid=gpu_uuid,
-        **container_limits(limits),
-    )
-    score_log = work_dir / "score.log"
-    scored = run_container(client, spec, score_log, max_log_bytes=limits.log_max_bytes)
-    outcome.score_log = score_log
+    result, scored = score_handover(client, image=image, task_dir=task_dir, data=data, handover=handover,
+                                    log_path=work_dir / "score.log", split=split, gpu_uuid=gpu_uuid, limits=limits,
+                                    labels=labels)
+    outcome.score_log = work_dir / "score.log"
     outcome.timings.score_container_start = scored.start_seconds
     outcome.timings.scoring = scored.run_seconds
-    result = last_json_line(scored.log_tail)
     outcome.score = result
     if result.get("status") == "ok":
         outcome.val_bpb = result["bpb"]
@@ -205,6 +196,26 @@ def score_experiment(client, image, task_dir, data, handover, work_dir, split, g
     else:
         reason = result.get("reason") or f"scoring failed (exit code {scored.exit_code})"
         outcome.status, outcome.reason = "crash", reason
+
+
+def score_handover(client: docker.DockerClient, *, image: str, task_dir: Path, data: Path, handover: Path,
+                   log_path: Path, split: str, gpu_uuid: str | None, limits: Limits,
+                   labels: dict[str, str] | None) -> tuple[dict, ContainerResult]:
+    """prepare.py's evaluation of handover/model.pt2 on split, in a fresh container: (its JSON line, the run)."""
+    model = handover / "model.pt2"
+    spec = ContainerSpec(
+        image=image,
+        command=["python3", "/task/prepare.py", "evaluate", "--model", "/handover/model.pt2",
+                 "--data", "/data", "--split", split],
+        mounts=[Mount(task_dir / "prepare.py", "/task/prepare.py"), *data_mounts(data, split)]
+        + ([Mount(model, "/handover/model.pt2")] if model.is_file() else []),
+        labels={**(labels or {}), "autoresearch.phase": f"score-{split}"},
+        deadline_s=SCORE_DEADLINE_S,
+        gpu_uuid=gpu_uuid,
+        **container_limits(limits),
+    )
+    scored = run_container(client, spec, log_path, max_log_bytes=limits.log_max_bytes)
+    return last_json_line(scored.log_tail), scored
 
 
 def last_json_line(text: str) -> dict:

@@ -150,8 +150,30 @@ CREATE INDEX agent_turns_run ON agent_turns (run_id);
 CREATE INDEX agent_turns_experiment ON agent_turns (experiment_id);
 """
 
+_V3 = """
+CREATE TABLE commands (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs (id),
+    kind        TEXT NOT NULL CHECK (kind IN ('stop', 'pause', 'resume', 'skip')),
+    created_at  REAL NOT NULL,
+    acked_at    REAL,
+    note        TEXT
+) STRICT;
+CREATE INDEX commands_pending ON commands (run_id, acked_at);
+
+CREATE TABLE noise (
+    id           INTEGER PRIMARY KEY,
+    commit_sha   TEXT,
+    runs         INTEGER NOT NULL,
+    mean_bpb     REAL NOT NULL,
+    std_bpb      REAL NOT NULL,
+    values_json  TEXT NOT NULL,
+    recorded_at  REAL NOT NULL
+) STRICT;
+"""
+
 # Applied in order; never edit one that has shipped, append a new one.
-MIGRATIONS: list[str] = [_V1, _V2]
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -241,6 +263,31 @@ class StoredFinding:
     finding: Finding
 
 
+@dataclass(frozen=True)
+class Command:
+    """One row of `commands`: a request to the runner (from the CLI or the TUI) and its acknowledgement."""
+
+    id: int
+    run_id: int
+    kind: str
+    created_at: float
+    acked_at: float | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class Noise:
+    """One row of `noise`: the spread of the trusted val_bpb over repeated runs of one train.py."""
+
+    id: int
+    commit_sha: str | None
+    runs: int
+    mean_bpb: float
+    std_bpb: float
+    values_json: list
+    recorded_at: float
+
+
 def _columns(row_type: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(row_type))
 
@@ -249,6 +296,8 @@ RUN_COLUMNS = _columns(Run)
 EXPERIMENT_COLUMNS = _columns(Experiment)
 METRIC_COLUMNS = _columns(MetricPoint)
 GPU_COLUMNS = _columns(GpuSample)
+COMMAND_COLUMNS = _columns(Command)
+NOISE_COLUMNS = _columns(Noise)
 FINDING_COLUMNS = ("id", "experiment_id", "recorded_at", "rule_id", "severity", "action", "message",
                    "evidence_json")
 
@@ -295,7 +344,7 @@ def _open_reader(path: Path) -> sqlite3.Connection:
         if version < SCHEMA_VERSION:
             raise UserError(
                 f"store {path} has schema version {version}, older than this autoresearch "
-                f"({SCHEMA_VERSION}): run the runner once (e.g. `autoresearch run`) to migrate it"
+                f"({SCHEMA_VERSION}): run `autoresearch migrate` to upgrade it"
             )
     except BaseException:
         conn.close()
@@ -559,3 +608,70 @@ def _stored_finding(row: sqlite3.Row) -> StoredFinding:
     finding = Finding(row["rule_id"], row["severity"], row["action"], row["message"],
                       decode("evidence_json", row["evidence_json"]))
     return StoredFinding(row["id"], row["experiment_id"], row["recorded_at"], finding)
+
+
+# --- the command channel, noise, agent turns ---------------------------------------------------------
+
+
+def add_command(conn: sqlite3.Connection, run_id: int, kind: str, note: str = "") -> int:
+    """Ask the run's runner to stop, pause, resume or skip; it acknowledges by setting acked_at."""
+    with transaction(conn):
+        return _insert(conn, "commands", {"run_id": run_id, "kind": kind, "created_at": time.time(), "note": note})
+
+
+def pending_commands(conn: sqlite3.Connection, run_id: int) -> list[Command]:
+    """Commands of the run not yet acknowledged, oldest first."""
+    rows = conn.execute(f"SELECT {', '.join(COMMAND_COLUMNS)} FROM commands WHERE run_id = ? AND acked_at IS NULL "
+                        "ORDER BY id", (run_id,)).fetchall()
+    return [_row(Command, row) for row in rows]
+
+
+def ack_command(conn: sqlite3.Connection, command_id: int) -> None:
+    _update(conn, "commands", command_id, {"acked_at": time.time()})
+
+
+def get_command(conn: sqlite3.Connection, command_id: int) -> Command | None:
+    row = conn.execute(f"SELECT {', '.join(COMMAND_COLUMNS)} FROM commands WHERE id = ?", (command_id,)).fetchone()
+    return None if row is None else _row(Command, row)
+
+
+def add_noise(conn: sqlite3.Connection, commit_sha: str | None, values: list[float], mean: float, std: float) -> int:
+    with transaction(conn):
+        return _insert(conn, "noise", {"commit_sha": commit_sha, "runs": len(values), "mean_bpb": mean,
+                                       "std_bpb": std, "values_json": encode("values_json", values),
+                                       "recorded_at": time.time()})
+
+
+def latest_noise(conn: sqlite3.Connection) -> Noise | None:
+    row = conn.execute(f"SELECT {', '.join(NOISE_COLUMNS)} FROM noise ORDER BY id DESC LIMIT 1").fetchone()
+    return None if row is None else _row(Noise, row)
+
+
+def add_agent_turn(conn: sqlite3.Connection, *, run_id: int | None, experiment_id: int | None, model: str,
+                   usage: dict[str, Any], latency_s: float, request: dict, response: dict, error: str | None) -> int:
+    """Log one model call (like `llm`'s log): tokens, dollars, latency, what was sent and received."""
+    values = {"run_id": run_id, "experiment_id": experiment_id, "model": model, "latency_s": latency_s,
+              "request_json": encode("request_json", request), "response_json": encode("response_json", response),
+              "error": error, "recorded_at": time.time(),
+              **{k: usage.get(k) for k in ("input_tokens", "output_tokens", "cache_read_tokens",
+                                           "cache_write_tokens", "cost_usd")}}
+    with transaction(conn):
+        return _insert(conn, "agent_turns", values)
+
+
+def link_agent_turns(conn: sqlite3.Connection, turn_ids: list[int], experiment_id: int) -> None:
+    """Attach turns logged before their experiment existed (the proposal comes first) to it."""
+    with transaction(conn):
+        conn.executemany("UPDATE agent_turns SET experiment_id = ? WHERE id = ?",
+                         [(experiment_id, turn) for turn in turn_ids])
+
+
+def spent_usd(conn: sqlite3.Connection, run_id: int) -> float:
+    """Dollars the run's agent calls cost so far."""
+    return conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM agent_turns WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+
+def run_by_tag(conn: sqlite3.Connection, tag: str) -> Run | None:
+    row = conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE tag = ? ORDER BY id DESC LIMIT 1",
+                       (tag,)).fetchone()
+    return None if row is None else _row(Run, row)

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import docker
 import psutil
 
 from autoresearch.runner import images, store
@@ -53,6 +54,7 @@ class TrialResult:
     findings: list[dict] = field(default_factory=list)
     log_path: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    work_dir: str | None = None  # holds the hand-over, for scoring the test split of a kept model
 
 
 class LiveRecorder:
@@ -99,53 +101,99 @@ class LiveRecorder:
             store.add_gpu_samples(conn, self.experiment_id, samples)
 
 
-def try_candidate(ws: Workspace, train_py: Path, policy: Policy, flavor: str = "auto",
-                  gpu_uuid: str | None = None, source: str = "offline", run_id: int | None = None,
-                  description: str = "", echo: bool = False) -> TrialResult:
-    """Run one candidate train.py through check, train, score and decide; record everything."""
-    began = time.monotonic()
-    code = read_candidate(train_py)
-    description = description or f"try {train_py.name}"
-    static = check_source(code, policy)
-    ws.state_dir.mkdir(parents=True, exist_ok=True)
-    if worst_action(static) == "block":
-        conn = store.open_store(ws.store_path)
-        exp_id = store.create_experiment(conn, run_id=run_id, description=description, status="blocked",
-                                         train_py_sha256=sha(code), ended_at=time.time(),
-                                         exit_reason="blocked by policy before running")
-        store.add_findings(conn, exp_id, static)
-        conn.close()
-        return TrialResult(exp_id, "blocked", "blocked by policy before running", None, {}, None,
-                           time.monotonic() - began, None, None, "", [f.to_dict() for f in static])
+@dataclass(frozen=True)
+class Candidate:
+    """A train.py to run, and what the record says about it."""
 
+    code: bytes
+    description: str
+    run_id: int | None = None
+    seq: int | None = None
+    commit_sha: str | None = None
+    parent_sha: str | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Prerequisites:
+    """What an experiment needs before anything is recorded: the engine, the image and the data."""
+
+    client: docker.DockerClient
+    image: str
+    flavor: str
+    data: Path
+    labels: dict[str, str]
+    gpu_uuid: str | None = None
+
+
+def try_candidate(ws: Workspace, train_py: Path, policy: Policy, flavor: str = "auto",
+                  source: str = "offline", echo: bool = False) -> TrialResult:
+    """Run one candidate train.py through check, train, score and decide; record everything."""
+    candidate = Candidate(read_candidate(train_py), f"try {train_py.name}")
+    blocked = check_candidate(ws, candidate, policy)
+    if isinstance(blocked, TrialResult):
+        return blocked
+    return execute_candidate(ws, candidate, policy, prerequisites(ws, flavor, source), blocked, echo=echo)
+
+
+def check_candidate(ws: Workspace, candidate: Candidate, policy: Policy) -> TrialResult | list[Finding]:
+    """The static findings; a blocked candidate is recorded with them and its TrialResult returned."""
+    static = check_source(candidate.code, policy)
+    if worst_action(static) != "block":
+        return static
+    reason = "blocked by policy before running"
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    conn = store.open_store(ws.store_path)
+    try:
+        exp_id = store.create_experiment(
+            conn, run_id=candidate.run_id, seq=candidate.seq, description=candidate.description, status="blocked",
+            train_py_sha256=sha(candidate.code), ended_at=time.time(), exit_reason=reason,
+            parent_sha=candidate.parent_sha,
+        )
+        store.add_findings(conn, exp_id, static)
+    finally:
+        conn.close()
+    return TrialResult(exp_id, "blocked", reason, None, {}, None, 0.0, None, None, "", [f.to_dict() for f in static])
+
+
+def prerequisites(ws: Workspace, flavor: str = "auto", source: str = "offline",
+                  gpu_uuid: str | None = None) -> Prerequisites:
+    """Engine, image and data, checked (and the data prepared) before anything is recorded."""
     client = connect()
-    workspace_label = {"autoresearch.workspace": hashlib.sha256(str(ws.root).encode()).hexdigest()[:16]}
-    remove_orphans(client, workspace_label, psutil.pid_exists)
+    labels = {"autoresearch.workspace": hashlib.sha256(str(ws.root).encode()).hexdigest()[:16]}
+    remove_orphans(client, labels, psutil.pid_exists)
     flavor = images.resolve_flavor(flavor)
     image = images.require_image(flavor)
-    data = prepare_data(ws.task_dir, source, flavor)
-    protected = protected_files(ws.task_dir, data)
-    before = hash_files(protected)
+    return Prerequisites(client, image, flavor, prepare_data(ws.task_dir, source, flavor), labels, gpu_uuid)
 
+
+def execute_candidate(ws: Workspace, candidate: Candidate, policy: Policy, pre: Prerequisites,
+                      static: list[Finding], echo: bool = False) -> TrialResult:
+    """Record, train, score and judge a candidate that passed the static rules."""
+    protected = protected_files(ws.task_dir, pre.data)
+    before = hash_files(protected)
     conn = store.open_store(ws.store_path)
-    exp_id = store.create_experiment(conn, run_id=run_id, description=description, status="running",
-                                     train_py_sha256=sha(code))
+    exp_id = store.create_experiment(
+        conn, run_id=candidate.run_id, seq=candidate.seq, description=candidate.description, status="running",
+        train_py_sha256=sha(candidate.code), commit_sha=candidate.commit_sha, parent_sha=candidate.parent_sha,
+    )
     store.add_findings(conn, exp_id, static)
     work_dir = ws.experiments_dir / f"{exp_id:06d}"
-    recorder = LiveRecorder(ws.store_path, exp_id)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "candidate.py").write_bytes(candidate.code)
     store.update_experiment(conn, exp_id, log_path=str(work_dir / "train.log"))
+    recorder = LiveRecorder(ws.store_path, exp_id)
     try:
         outcome = run_experiment(
-            client, image=image, task_dir=ws.task_dir, train_py=train_py, data=data, work_dir=work_dir,
-            budget_s=policy.limits.time_budget_s, flavor=flavor, gpu_uuid=gpu_uuid, limits=policy.limits,
-            on_point=recorder.point, on_sample=recorder.sample, on_line=print if echo else None,
-            labels={**workspace_label, "autoresearch.experiment": str(exp_id),
-                    "autoresearch.runner_pid": str(os.getpid())},
+            pre.client, image=pre.image, task_dir=ws.task_dir, train_py=work_dir / "candidate.py", data=pre.data,
+            work_dir=work_dir, budget_s=policy.limits.time_budget_s, flavor=pre.flavor, gpu_uuid=pre.gpu_uuid,
+            limits=policy.limits, on_point=recorder.point, on_sample=recorder.sample,
+            on_line=print if echo else None, seed=candidate.seed,
+            labels={**pre.labels, "autoresearch.experiment": str(exp_id), "autoresearch.runner_pid": str(os.getpid())},
         )
     finally:
         recorder.close()
-    after = hash_files(protected)
-    dynamic = check_run(run_facts(outcome, policy, before, after), policy)
+    dynamic = check_run(run_facts(outcome, policy, before, hash_files(protected)), policy)
     status, reason = decide(outcome, dynamic)
     usage = outcome.usage
     store.add_findings(conn, exp_id, dynamic)
@@ -158,13 +206,12 @@ def try_candidate(ws: Workspace, train_py: Path, policy: Policy, flavor: str = "
         timings_json=asdict(outcome.timings), ended_at=time.time(),
     )
     conn.close()
-    findings = [f.to_dict() for f in (*static, *dynamic)]
     return TrialResult(
         exp_id, status, reason, outcome.val_bpb if status == "ok" else None, outcome.reported,
         outcome.reported.get("training_seconds"), outcome.timings.total,
         usage.busy_seconds if usage and usage.kind == "nvml" else None,
-        usage.peak_mem_mb if usage else None, usage.note if usage else "", findings,
-        str(outcome.train_log), asdict(outcome.timings),
+        usage.peak_mem_mb if usage else None, usage.note if usage else "",
+        [f.to_dict() for f in (*static, *dynamic)], str(outcome.train_log), asdict(outcome.timings), str(work_dir),
     )
 
 

@@ -77,24 +77,20 @@ def test_cpu_profile_trains_and_scores_below_uniform_in_containers(docker_client
     assert (task_dir / "prepare.py").read_text().endswith("sys.exit(main())\n")  # the host copy is intact
 
 
-def test_a_crashing_train_py_is_a_crash_with_its_traceback(docker_client, cpu_image, task_data, tmp_path):
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [("import prepare\nraise RuntimeError('boom at step 0')\n", "RuntimeError: boom at step 0"),
+     ("print('trained nothing')\n", "no exported model")],
+    ids=["traceback", "no-export"],
+)
+def test_a_failed_training_is_a_crash_with_a_clear_reason(docker_client, cpu_image, task_data, tmp_path, source,
+                                                          reason):
     candidate = tmp_path / "train.py"
-    candidate.write_text("import prepare\nraise RuntimeError('boom at step 0')\n")
+    candidate.write_text(source)
     outcome = run_experiment(
         docker_client, image=cpu_image, task_dir=default_task_dir(), train_py=candidate, data=task_data,
         work_dir=tmp_path / "exp", budget_s=5, flavor="cpu",
     )
     assert outcome.status == "crash"
-    assert "RuntimeError: boom at step 0" in outcome.reason
+    assert reason in outcome.reason
     assert outcome.val_bpb is None
-
-
-def test_a_missing_export_is_a_crash_with_a_clear_reason(docker_client, cpu_image, task_data, tmp_path):
-    candidate = tmp_path / "train.py"
-    candidate.write_text("print('trained nothing')\n")
-    outcome = run_experiment(
-        docker_client, image=cpu_image, task_dir=default_task_dir(), train_py=candidate, data=task_data,
-        work_dir=tmp_path / "exp", budget_s=5, flavor="cpu",
-    )
-    assert outcome.status == "crash"
-    assert "no exported model" in outcome.reason

@@ -5,6 +5,7 @@ off, so a hostile candidate actually runs and the container itself must hold: th
 boundary, the static rules only catch intent early.
 """
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,20 +73,20 @@ def attempt(workspace, policies, docker_client, tmp_path):
     data = prepare_data(workspace.task_dir, "offline", "cpu")
     protected = protected_files(workspace.task_dir, data)
     before = hash_files(protected)
+    existing = {c.id for c in docker_client.containers.list(all=True, filters={"label": LABEL})}
 
     def run(source: str | bytes, policy: str = "permissive", **overrides) -> TrialResult:
         candidate = tmp_path / "train.py"
         candidate.write_bytes(source if isinstance(source, bytes) else source.encode())
         chosen = policies[policy]
         if overrides:
-            import dataclasses
-
             chosen = dataclasses.replace(chosen, limits=dataclasses.replace(chosen.limits, **overrides))
         return try_candidate(workspace, candidate, chosen, flavor="cpu")
 
     yield run
     assert hash_files(protected) == before, "prepare.py or the data changed"
-    leftovers = docker_client.containers.list(all=True, filters={"label": LABEL})
+    # Containers that were there before (from an earlier, killed run on this machine) are not this test's.
+    leftovers = [c for c in docker_client.containers.list(all=True, filters={"label": LABEL}) if c.id not in existing]
     assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
 
 
