@@ -72,6 +72,19 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         conn.close()
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from autoresearch.runner import store
+    from autoresearch.runner.workspace import find_workspace
+
+    ws = find_workspace()
+    if not ws.store_path.exists():
+        print(f"no store in {ws.root} yet: nothing to migrate")
+        return 0
+    store.open_store(ws.store_path).close()  # a writable open applies the missing migrations
+    print(f"{ws.store_path} is at schema version {store.SCHEMA_VERSION}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoresearch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -98,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="list every policy finding of the workspace, with its evidence")
     audit.add_argument("--json", action="store_true", help="one JSON list, for jq and friends")
     audit.set_defaults(func=_cmd_audit)
+
+    migrate = sub.add_parser("migrate", help="upgrade the workspace's store to this version's schema")
+    migrate.set_defaults(func=_cmd_migrate)
 
     bench = sub.add_parser("bench", help="time the phases of one experiment of the CPU profile")
     bench.add_argument("--runs", type=int, default=3)

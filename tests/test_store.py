@@ -108,7 +108,7 @@ def test_a_store_newer_than_the_code_is_refused(path, readonly):
 
 def test_a_reader_asks_for_a_migration_of_an_older_store(path):
     version_1_store(path)
-    with pytest.raises(UserError, match=r"older than this autoresearch .* run the runner once"):
+    with pytest.raises(UserError, match=r"older than this autoresearch .* run `autoresearch migrate`"):
         store.open_store(path, readonly=True)
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1  # untouched
 
