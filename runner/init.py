@@ -1,8 +1,9 @@
 """`autoresearch init [DIR]`: a new workspace with the task's files, a config and a git repository.
 
-DIR may be missing, an empty folder, or the root of a git repository that is not a workspace yet; a
-non-empty folder that is not a repository root is refused, so init never mixes the task into unrelated
-files. It is refused too inside another workspace (its commands would find the outer one), and where
+DIR may be missing, an empty folder (which gets a repository of its own, even inside another one: the
+runner's commits put train.py at the repository root), or the root of a git repository that is not a
+workspace yet; a non-empty folder that is not a repository root is refused, so init never mixes the task
+into unrelated files. It is refused too inside another workspace (its commands would find the outer one), and where
 one of the files it writes already exists.
 
 The workspace gets `prepare.py`, `train.py` and `program.md` from the task, `autoresearch.toml` with
