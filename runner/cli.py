@@ -85,6 +85,138 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workspace():
+    from autoresearch.runner.loop import require_workspace
+    from autoresearch.runner.workspace import find_workspace
+
+    ws = find_workspace()
+    require_workspace(ws)
+    return ws
+
+
+def _reader(ws):
+    """A read-only store connection, or a UserError when nothing has run yet."""
+    from autoresearch.runner import store
+
+    if not ws.store_path.exists():
+        raise UserError(f"nothing has run in {ws.root} yet: start with `autoresearch run`")
+    return store.open_store(ws.store_path, readonly=True)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from autoresearch.runner.init import init_workspace
+
+    root = init_workspace(args.dir)
+    print(f"workspace ready in {root}\n  next: cd {root} && autoresearch run --detach  (or autoresearch-tui)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from autoresearch.runner.loop import RunOptions, run_loop
+
+    for name in ("max_experiments", "max_hours", "max_usd"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value:g}")
+    ws = _workspace()
+    if args.detach:
+        from autoresearch.runner.control import detach
+
+        argv = ["--tag", args.tag] + [f"--{n.replace('_', '-')}={getattr(args, n)}" for n in
+                                      ("max_experiments", "max_hours", "max_usd") if getattr(args, n) is not None]
+        pid, log = detach(ws, argv)
+        print(f"runner started in the background (pid {pid}), logging to {log}\n"
+              "  watch: autoresearch status, autoresearch-tui   stop: autoresearch stop")
+        return 0
+    options = RunOptions(args.tag, max_experiments=args.max_experiments, max_hours=args.max_hours,
+                         max_usd=args.max_usd)
+    return run_loop(ws, options, say=lambda line: print(line, flush=True))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from autoresearch.runner.report import pick_run, render_status, run_status, status_dict
+
+    conn = _reader(_workspace())
+    try:
+        status = run_status(conn, pick_run(conn, args.tag))
+    finally:
+        conn.close()
+    print(json.dumps(status_dict(status)) if args.json else render_status(status))
+    return 0
+
+
+def _cmd_control(args: argparse.Namespace) -> int:
+    from autoresearch.runner.control import send
+
+    ws = _workspace()
+    print(send(ws, args.command, args.tag))
+    if getattr(args, "now", False):
+        print(send(ws, "skip", args.tag))
+    return 0
+
+
+def _cmd_noise(args: argparse.Namespace) -> int:
+    from autoresearch.runner.noise import measure_noise
+
+    noise = measure_noise(_workspace(), args.runs, args.tag)
+    print(f"val_bpb over {len(noise.values)} seeds of {noise.commit[:8]}: mean {noise.mean:.6f}, "
+          f"std {noise.std:.6f}")
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from autoresearch.runner.report import leaderboard, pick_run, render_leaderboard
+
+    conn = _reader(_workspace())
+    try:
+        rows = leaderboard(conn, pick_run(conn, args.tag))
+    finally:
+        conn.close()
+    print(json.dumps([dataclasses.asdict(r) for r in rows]) if args.json else render_leaderboard(rows))
+    return 0
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from autoresearch.runner.report import pick_run, results_tsv
+
+    conn = _reader(_workspace())
+    try:
+        text = results_tsv(conn, pick_run(conn, args.tag))
+    finally:
+        conn.close()
+    if args.output == Path("-"):
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote {args.output} ({text.count(chr(10)) - 1} experiments)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from autoresearch.runner import gitrepo
+    from autoresearch.runner.report import diff_against_baseline, export_best, pick_run
+
+    ws = _workspace()
+    conn = _reader(ws)
+    try:
+        run = pick_run(conn, args.tag)
+        repo = gitrepo.open_repo(ws.root)
+        text = diff_against_baseline(conn, repo, run) if args.diff else export_best(conn, repo, run)
+    finally:
+        conn.close()
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoresearch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -114,6 +246,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="upgrade the workspace's store to this version's schema")
     migrate.set_defaults(func=_cmd_migrate)
+
+    init = sub.add_parser("init", help="make a workspace: a git repository with the task and autoresearch.toml")
+    init.add_argument("dir", type=Path, nargs="?", default=Path("."), metavar="DIR")
+    init.set_defaults(func=_cmd_init)
+
+    run = sub.add_parser("run", help="run the research loop of this workspace (resumes the tag's run)")
+    run.add_argument("--tag", default="main", help="the run's name; its branch is autoresearch/TAG (default: main)")
+    run.add_argument("--detach", action="store_true", help="keep running after this terminal closes")
+    run.add_argument("--max-experiments", type=int, help="stop when the run has this many experiments")
+    run.add_argument("--max-hours", type=float, help="stop after this many hours")
+    run.add_argument("--max-usd", type=float, help="stop when the agent has cost this many dollars")
+    run.set_defaults(func=_cmd_run)
+
+    status = sub.add_parser("status", help="what is running, the best so far and what was spent")
+    status.add_argument("--tag", help="the run (default: the latest)")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_cmd_status)
+
+    for kind, text in (("stop", "stop the run after the current experiment"),
+                       ("pause", "pause the run after the current experiment"),
+                       ("resume", "resume a paused run"), ("skip", "kill the running experiment and go on")):
+        control = sub.add_parser(kind, help=text)
+        control.add_argument("--tag", help="the run (default: the latest)")
+        if kind == "stop":
+            control.add_argument("--now", action="store_true", help="also kill the running experiment")
+        control.set_defaults(func=_cmd_control)
+
+    noise = sub.add_parser("noise", help="repeat the best train.py with N seeds and store the spread")
+    noise.add_argument("runs", type=int, metavar="N")
+    noise.add_argument("--tag", help="the run whose best to repeat (default: HEAD's train.py)")
+    noise.set_defaults(func=_cmd_noise)
+
+    board = sub.add_parser("leaderboard", help="the kept commits of a run, best first")
+    board.add_argument("--tag", help="the run (default: the latest)")
+    board.add_argument("--json", action="store_true")
+    board.set_defaults(func=_cmd_leaderboard)
+
+    results = sub.add_parser("results", help="write autoresearch's results.tsv for a run")
+    results.add_argument("--tag", help="the run (default: the latest)")
+    results.add_argument("-o", "--output", type=Path, default=Path("results.tsv"), help="- for stdout")
+    results.set_defaults(func=_cmd_results)
+
+    export = sub.add_parser("export", help="write the best train.py of a run, with its provenance")
+    export.add_argument("--best", action="store_true", required=True, help="the best kept experiment")
+    export.add_argument("--tag", help="the run (default: the latest)")
+    export.add_argument("-o", "--output", type=Path, help="a file (default: stdout)")
+    export.add_argument("--diff", action="store_true", help="show the best against the baseline instead")
+    export.set_defaults(func=_cmd_export)
 
     bench = sub.add_parser("bench", help="time the phases of one experiment of the CPU profile")
     bench.add_argument("--runs", type=int, default=3)

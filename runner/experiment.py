@@ -8,6 +8,7 @@ training handed over, with the scored split mounted and nothing writable.
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import docker
 
 from autoresearch.runner.data import grant_container_write, split_files
 from autoresearch.runner.metrics import ProgressPoint, parse_progress, parse_summary
-from autoresearch.runner.monitor import Monitor, Sample, Usage
+from autoresearch.runner.monitor import SKIPPED, Monitor, Sample, Usage
 from autoresearch.runner.policy import Limits, load_policy
 from autoresearch.runner.sandbox import ContainerResult, ContainerSpec, Mount, run_container
 
@@ -77,6 +78,7 @@ def run_experiment(
     on_sample: Callable[[Sample], None] | None = None,
     labels: dict[str, str] | None = None,
     seed: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> ExperimentOutcome:
     """Train train_py for budget_s seconds and score the handed-over model on split."""
     began = time.monotonic()
@@ -128,6 +130,7 @@ def run_experiment(
         return Monitor(
             init_pid, gpu_uuid, kill, mem_cap_mb=limits.gpu_memory_cap_mb or None,
             disk_paths=(handover, candidate), disk_cap_bytes=limits.handover_max_mb * 2**20, on_sample=on_sample,
+            cancel=cancel,
         ).start()
 
     train_log = work_dir / "train.log"
@@ -167,6 +170,8 @@ def container_limits(limits: Limits) -> dict:
 
 def training_failure(result: ContainerResult) -> tuple[str, str] | None:
     """(status, reason) when the training container did not finish cleanly, else None."""
+    if result.killed_by == SKIPPED:
+        return "killed", "skipped by the user"
     if result.killed_by:
         return "killed", f"killed by policy ({result.killed_by})"
     if result.timed_out:

@@ -144,13 +144,19 @@ def bytes_under(paths: list[Path]) -> int:
     return total
 
 
+SKIPPED = "skipped"  # the kill reason when the runner cancels a container on the user's request
+
+
 class Monitor:
     """Samples a container's resource use in a background thread; stop() returns the Usage."""
 
     def __init__(self, init_pid: int, gpu_uuid: str | None, kill: Callable[[str], None], *,
                  mem_cap_mb: float | None = None, disk_paths: tuple[Path, ...] = (), disk_cap_bytes: int = 0,
-                 on_sample: Callable[[Sample], None] | None = None, interval_s: float = 0.5):
+                 on_sample: Callable[[Sample], None] | None = None, interval_s: float = 0.5,
+                 cancel: threading.Event | None = None):
+        """cancel: set by the runner to kill the container at the next sample (the user skipped it)."""
         self.init_pid, self.kill, self.on_sample, self.interval_s = init_pid, kill, on_sample, interval_s
+        self.cancel = cancel
         self.mem_cap_mb, self.disk_paths, self.disk_cap_bytes = mem_cap_mb, list(disk_paths), disk_cap_bytes
         self.gpu, note = open_gpu(gpu_uuid)
         self.usage = Usage(kind="nvml" if self.gpu else "psutil", note=note)
@@ -187,6 +193,8 @@ class Monitor:
             last = now
             self._record(sample)
             self._check_disk()
+            if self.cancel is not None and self.cancel.is_set():
+                self.kill(SKIPPED)
             self._stop.wait(self.interval_s)
 
     def _record(self, sample: Sample) -> None:

@@ -151,6 +151,7 @@ CREATE INDEX agent_turns_experiment ON agent_turns (experiment_id);
 """
 
 _V3 = """
+ALTER TABLE runs ADD COLUMN note TEXT;  -- why the run ended (or that it was interrupted)
 CREATE TABLE commands (
     id          INTEGER PRIMARY KEY,
     run_id      INTEGER NOT NULL REFERENCES runs (id),
@@ -192,6 +193,7 @@ class Run:
     agent: str
     pid: int | None
     host: str | None
+    note: str | None
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def prerequisites(ws: Workspace, flavor: str = "auto", source: str = "offline",
 
 
 def execute_candidate(ws: Workspace, candidate: Candidate, policy: Policy, pre: Prerequisites,
-                      static: list[Finding], echo: bool = False) -> TrialResult:
+                      static: list[Finding], echo: bool = False, cancel: threading.Event | None = None) -> TrialResult:
     """Record, train, score and judge a candidate that passed the static rules."""
     protected = protected_files(ws.task_dir, pre.data)
     before = hash_files(protected)
@@ -188,7 +188,7 @@ def execute_candidate(ws: Workspace, candidate: Candidate, policy: Policy, pre: 
             pre.client, image=pre.image, task_dir=ws.task_dir, train_py=work_dir / "candidate.py", data=pre.data,
             work_dir=work_dir, budget_s=policy.limits.time_budget_s, flavor=pre.flavor, gpu_uuid=pre.gpu_uuid,
             limits=policy.limits, on_point=recorder.point, on_sample=recorder.sample,
-            on_line=print if echo else None, seed=candidate.seed,
+            on_line=print if echo else None, seed=candidate.seed, cancel=cancel,
             labels={**pre.labels, "autoresearch.experiment": str(exp_id), "autoresearch.runner_pid": str(os.getpid())},
         )
     finally:

@@ -1,0 +1,93 @@
+"""What every agent takes and returns, the errors the loop must tell apart, and the agents' settings."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One past experiment, as the agent sees it."""
+
+    seq: int
+    commit: str  # short sha or "-" when never committed
+    val_bpb: float | None
+    status: str  # keep, discard, crash, timeout, oom, killed, blocked, violation
+    description: str
+
+
+@dataclass(frozen=True)
+class ProposalContext:
+    """Everything an agent reads to propose the next experiment."""
+
+    program_md: str
+    prepare_py: str
+    train_py: str  # the current best train.py (the parent of the next candidate)
+    history: list[HistoryRow]  # oldest first
+    last_failure: str | None  # traceback/log tail of the last failed experiment, or None
+    best_val_bpb: float | None
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A candidate train.py and the one line that says what changed."""
+
+    train_py: str
+    description: str
+    turn_ids: list[int] = field(default_factory=list)  # agent_turns rows logged for this proposal
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the loop tells the agent after deciding on its proposal."""
+
+    proposal: Proposal
+    status: str
+    val_bpb: float | None
+    kept: bool
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """The [agent] table of autoresearch.toml."""
+
+    name: str = "sweep"  # claude | sweep | replay
+    model: str = "claude-sonnet-4-5"
+    max_tokens: int = 16000
+    max_turns: int = 12  # tool-use round trips per proposal before giving up (AgentError)
+    timeout_s: float = 120.0
+    max_retries: int = 4  # passed to the SDK's own retry
+    base_url: str | None = None  # for tests / proxies; None = SDK default (ANTHROPIC_BASE_URL honoured by SDK)
+    replay_file: str | None = None  # JSONL for the replay agent
+    price_input_per_mtok: float = 3.0
+    price_output_per_mtok: float = 15.0
+
+
+class AgentError(Exception):
+    """A bad reply or transient trouble: the loop records it and retries (bounded)."""
+
+
+class AgentFatal(Exception):
+    """The run must stop now (key refused, permission denied, spending cap ...); the message is one clear line."""
+
+
+TurnLogger = Callable[..., int]
+"""log_turn(model=str, usage=dict, latency_s=float, request=dict, response=dict, error=str|None) -> row id.
+
+usage keys: input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd.
+"""
+
+
+class Agent(Protocol):
+    """Proposes train.py candidates one at a time and hears how each one went."""
+
+    name: str
+    model: str  # "" for offline agents
+
+    def propose(self, context: ProposalContext) -> Proposal: ...
+
+    def preflight(self) -> None:
+        """Raise AgentFatal when the agent cannot work at all (a refused key), before the run spends anything."""
+
+    def observe(self, outcome: Outcome) -> None: ...

@@ -1,0 +1,54 @@
+"""The claude agent's prompt: a cached system part (instructions, program.md, prepare.py) and a user message
+with the current best train.py, the history, the best score and the last failure."""
+
+from typing import Any
+
+from autoresearch.runner.agents.base import HistoryRow, ProposalContext
+
+FAILURE_TAIL_CHARS = 4000
+
+INSTRUCTIONS = """\
+You are an ML researcher running one experiment at a time to lower val_bpb. The rules are in program.md.
+Each turn, propose exactly one new train.py: read with view_file, edit with replace_in_train_py (or
+rewrite_train_py for large changes), then call submit with a one-line description of the idea and what you
+expect from it. prepare.py and program.md are read-only. Learn from the history: do not repeat experiments
+that were discarded, and fix the cause when the last one failed."""
+
+
+def system_blocks(context: ProposalContext) -> list[dict[str, Any]]:
+    """The system prompt: constant for a run, so it is marked for prompt caching."""
+    text = (
+        f"{INSTRUCTIONS}\n\n<program.md>\n{context.program_md}\n</program.md>\n\n"
+        f"<prepare.py read-only>\n{context.prepare_py}\n</prepare.py>"
+    )
+    return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
+
+
+def first_message(context: ProposalContext) -> dict[str, Any]:
+    """The user message that opens a proposal's conversation."""
+    best = "none yet" if context.best_val_bpb is None else f"{context.best_val_bpb:.6f}"
+    parts = [
+        f"The current best train.py (the parent of your experiment):\n<train.py>\n{context.train_py}\n</train.py>",
+        f"History, oldest first:\n{history_table(context.history)}",
+        f"Best val_bpb so far: {best}",
+    ]
+    if context.last_failure:
+        parts.append(f"The last experiment failed; the end of its log:\n<log>\n{tail(context.last_failure)}\n</log>")
+    parts.append("Propose the next experiment: edit train.py with the tools, then call submit.")
+    return {"role": "user", "content": [{"type": "text", "text": "\n\n".join(parts)}]}
+
+
+def history_table(rows: list[HistoryRow]) -> str:
+    """The history as tab-separated lines under a header, like results.tsv; '(none yet)' when empty."""
+    if not rows:
+        return "(none yet)"
+    lines = ["seq\tcommit\tval_bpb\tstatus\tdescription"]
+    for row in rows:
+        bpb = "-" if row.val_bpb is None else f"{row.val_bpb:.6f}"
+        lines.append(f"{row.seq}\t{row.commit}\t{bpb}\t{row.status}\t{row.description}")
+    return "\n".join(lines)
+
+
+def tail(text: str, limit: int = FAILURE_TAIL_CHARS) -> str:
+    """The last limit characters of text, marked as cut when it was longer."""
+    return text if len(text) <= limit else "[...]" + text[-limit:]

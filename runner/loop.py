@@ -1,0 +1,375 @@
+"""`autoresearch run`: the research loop of one workspace.
+
+Baseline first, then forever (or to a cap, or to `autoresearch stop`): propose, check, commit, train,
+score, decide, record. The store is written before and after every step, so a runner killed at any
+moment loses nothing that was recorded; the next `autoresearch run` with the same tag resumes: it
+removes the dead runner's containers (by label) and re-runs the experiment it was in the middle of.
+
+Caps: `max_experiments` counts the run's experiments in total (so a resumed run stops where it was
+meant to), `max_hours` counts this invocation's wall time, `max_usd` the run's agent spending.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoresearch.runner import gitrepo, store
+from autoresearch.runner.agents import Exhausted, make_agent
+from autoresearch.runner.agents.base import (
+    Agent,
+    AgentError,
+    AgentFatal,
+    HistoryRow,
+    Outcome,
+    Proposal,
+    ProposalContext,
+)
+from autoresearch.runner.config import Config, KeepRule, load_config
+from autoresearch.runner.errors import UserError
+from autoresearch.runner.experiment import score_handover
+from autoresearch.runner.gpus import assigned_gpu
+from autoresearch.runner.lock import runner_lock
+from autoresearch.runner.policy import Policy, load_policy, policy_to_toml
+from autoresearch.runner.steering import Steering
+from autoresearch.runner.trial import (
+    Candidate,
+    TrialResult,
+    check_candidate,
+    execute_candidate,
+    prerequisites,
+)
+from autoresearch.runner.workspace import CONFIG_FILE, Workspace
+
+FAILED = ("crash", "timeout", "oom", "killed", "violation")
+MAX_AGENT_ERRORS_IN_A_ROW = 8  # with back-off, about 15 minutes of a failing API before the run stops
+MAX_BLOCKED_IN_A_ROW = 10  # candidates the policy blocks before the run stops
+BACKOFF_S = (5, 10, 20, 40, 80, 160, 300, 300)
+FAILURE_TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What `autoresearch run` was asked for; caps left None come from the config."""
+
+    tag: str
+    seed: int = 0  # the agent's (the sweep's choices); train.py's own seed is the task's
+    max_experiments: int | None = None
+    max_hours: float | None = None
+    max_usd: float | None = None
+
+
+def require_workspace(ws: Workspace) -> None:
+    if ws.is_scratch:
+        raise UserError("not inside an autoresearch workspace: create one with `autoresearch init DIR`, "
+                        "then run this command inside DIR")
+
+
+def workspace_config(ws: Workspace) -> Config:
+    return load_config(ws.root / CONFIG_FILE)
+
+
+def workspace_policy(ws: Workspace, config: Config) -> Policy:
+    """The config's policy (a bundled name or a path in the workspace), with the config's budget."""
+    if config.policy in ("default", "strict"):
+        policy = load_policy(name=config.policy)
+    else:
+        policy = load_policy(ws.root / config.policy)
+    if config.time_budget_s is None:
+        return policy
+    return dataclasses.replace(policy, limits=dataclasses.replace(policy.limits, time_budget_s=config.time_budget_s))
+
+
+def keep_threshold(conn: sqlite3.Connection, rule: KeepRule) -> float:
+    """The improvement a candidate needs: the configured floor, or the measured seed noise times the multiplier."""
+    noise = store.latest_noise(conn)
+    return max(rule.threshold, rule.noise_multiplier * noise.std_bpb) if noise else rule.threshold
+
+
+class Loop:
+    """One invocation of `autoresearch run` on one workspace and tag."""
+
+    def __init__(self, ws: Workspace, options: RunOptions, say: Callable[[str], None] = print):
+        require_workspace(ws)
+        self.ws, self.options, self.say = ws, options, say
+        self.config = workspace_config(ws)
+        self.policy = workspace_policy(ws, self.config)
+        self.caps = dataclasses.replace(self.config.caps, **{
+            name: value for name, value in
+            (("max_experiments", options.max_experiments), ("max_hours", options.max_hours),
+             ("max_usd", options.max_usd)) if value is not None})
+        self.repo = gitrepo.open_repo(ws.root)
+        self.started = time.monotonic()
+        self.agent_errors = 0
+        self.blocked = 0
+        self.rerun: store.Experiment | None = None  # the experiment a dead runner was in the middle of
+        self.run_id: int | None = None
+        try:
+            self.agent: Agent = make_agent(self.config.agent.name, settings=self.config.agent,
+                                           log_turn=self._log_turn, seed=options.seed)
+        except AgentFatal as exc:
+            raise UserError(str(exc)) from None
+
+    def run(self) -> int:
+        """Run until a cap, a stop or a fatal error; the exit code (0: ended as asked)."""
+        with runner_lock(self.ws.state_dir):
+            self.conn = store.open_store(self.ws.store_path)
+            try:
+                return self._run()
+            finally:
+                self.conn.close()
+
+    def _run(self) -> int:
+        try:
+            self.agent.preflight()
+        except AgentFatal as exc:
+            raise UserError(f"the {self.agent.name} agent cannot start: {exc}") from None
+        gpu = assigned_gpu(self.config.gpus, _flavor(self.config.flavor))
+        self.pre = prerequisites(self.ws, self.config.flavor, self.config.source, gpu)
+        self.run_id = self._open_run()
+        with Steering(self.ws.store_path, self.run_id) as self.steering:
+            try:
+                state, reason, code = self._loop()
+            except Exhausted as exc:
+                state, reason, code = "finished", str(exc), 0
+            except AgentFatal as exc:
+                state, reason, code = "stopped", f"the agent cannot go on: {exc}", 2
+            except BaseException as exc:
+                reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"runner error: {exc}"
+                store.update_run(self.conn, self.run_id, state="crashed", ended_at=time.time(), note=reason)
+                raise
+        store.update_run(self.conn, self.run_id, state=state, ended_at=time.time(), note=reason)
+        self.say(f"run {self.options.tag} {state}: {reason}")
+        return code
+
+    # --- the run's record ----------------------------------------------------------------------------
+
+    def _open_run(self) -> int:
+        """Resume the tag's run (closing what a dead runner left open) or start a new one."""
+        existing = store.run_by_tag(self.conn, self.options.tag)
+        if existing is None:
+            base = gitrepo.start_branch(self.repo, self.options.tag)
+            run_id = store.create_run(
+                self.conn, tag=self.options.tag, agent=self.config.agent.name,
+                config_toml=(self.ws.root / CONFIG_FILE).read_text(), policy_toml=policy_to_toml(self.policy),
+                pid=os.getpid(), host=socket.gethostname())
+            self.say(f"run {self.options.tag}: new, on branch {gitrepo.branch_name(self.options.tag)} "
+                     f"from {base[:8]}")
+            return run_id
+        closed = self._close_interrupted(existing.id)
+        store.update_run(self.conn, existing.id, state="running", pid=os.getpid(), host=socket.gethostname(),
+                         ended_at=None, note=None)
+        done = len(store.list_experiments(self.conn, existing.id))
+        self.say(f"run {self.options.tag}: resuming after {done} experiments"
+                 + (f"; re-running the interrupted #{closed[0].seq}" if closed else ""))
+        return existing.id
+
+    def _close_interrupted(self, run_id: int) -> list[store.Experiment]:
+        """Experiments a dead runner left running: recorded as killed, queued for a re-run."""
+        interrupted = [e for e in store.list_experiments(self.conn, run_id) if e.status in ("pending", "running")]
+        for experiment in interrupted:
+            store.update_experiment(self.conn, experiment.id, status="killed", ended_at=time.time(),
+                                    exit_reason="interrupted: the runner stopped during this experiment")
+        self.rerun = interrupted[-1] if interrupted else None
+        return interrupted
+
+    def _log_turn(self, **turn) -> int:
+        return store.add_agent_turn(self.conn, run_id=self.run_id, experiment_id=None, **turn)
+
+    # --- the loop ------------------------------------------------------------------------------------
+
+    def _loop(self) -> tuple[str, str, int]:
+        while True:
+            ended = self._stop_reason()
+            if ended:
+                return ended
+            if self.steering.paused.is_set():
+                self._pause()
+                continue
+            best = self._best()
+            if best is None:
+                result = self._baseline()
+                if result.status != "keep":
+                    return "stopped", f"the baseline did not score ({result.status}: {result.exit_reason})", 1
+                continue
+            self._experiment(best)
+
+    def _stop_reason(self) -> tuple[str, str, int] | None:
+        if self.steering.stop_requested.is_set():
+            return "stopped", "stopped on request", 0
+        count = len(store.list_experiments(self.conn, self.run_id))
+        if self.caps.max_experiments is not None and count >= self.caps.max_experiments:
+            return "finished", f"reached {count} experiments (cap {self.caps.max_experiments})", 0
+        hours = (time.monotonic() - self.started) / 3600
+        if self.caps.max_hours is not None and hours >= self.caps.max_hours:
+            return "finished", f"ran {hours:.2f} h (cap {self.caps.max_hours:g} h)", 0
+        spent = store.spent_usd(self.conn, self.run_id)
+        if self.caps.max_usd is not None and spent >= self.caps.max_usd:
+            return "finished", f"spent ${spent:.2f} (cap ${self.caps.max_usd:.2f})", 0
+        return None
+
+    def _pause(self) -> None:
+        store.update_run(self.conn, self.run_id, state="paused")
+        self.say("paused: `autoresearch resume` goes on")
+        while self.steering.paused.is_set() and not self.steering.stop_requested.is_set():
+            self.steering.wait(5)
+        store.update_run(self.conn, self.run_id, state="running")
+
+    def _best(self) -> store.Experiment | None:
+        kept = [e for e in store.list_experiments(self.conn, self.run_id) if e.status == "keep"]
+        return kept[-1] if kept else None
+
+    def _baseline(self) -> TrialResult:
+        """The branch tip's train.py, unchanged: the experiment every later one must beat."""
+        tip = gitrepo.branch_tip(self.repo, self.options.tag)
+        code = gitrepo.read_file(self.repo, tip)
+        description = "baseline" if self.rerun is None else f"{self.rerun.description} (re-run)"
+        self.rerun = None
+        return self._trial(Candidate(code, description, parent_sha=tip), Proposal(code.decode(), description), tip)
+
+    def _experiment(self, best: store.Experiment) -> None:
+        rerun, self.rerun = self.rerun, None
+        began = time.monotonic()
+        if rerun is not None and rerun.commit_sha:
+            code = gitrepo.read_file(self.repo, rerun.commit_sha)
+            proposal = Proposal(code.decode(errors="replace"), f"{rerun.description} (re-run)")
+        else:
+            proposal = self._propose(best)
+            if proposal is None:
+                return
+        parent = gitrepo.branch_tip(self.repo, self.options.tag)
+        candidate = Candidate(proposal.train_py.encode(), proposal.description, parent_sha=parent)
+        result = self._trial(candidate, proposal, parent, propose_s=time.monotonic() - began)
+        self.agent.observe(Outcome(proposal, result.status, result.val_bpb, result.status == "keep"))
+
+    def _propose(self, best: store.Experiment) -> Proposal | None:
+        """The agent's next candidate, or None after an error (recorded, backed off, bounded)."""
+        try:
+            proposal = self.agent.propose(self._context(best))
+        except AgentError as exc:
+            self.agent_errors += 1
+            if self.agent_errors >= MAX_AGENT_ERRORS_IN_A_ROW:
+                raise AgentFatal(f"{self.agent_errors} failed proposals in a row, the last: {exc}") from exc
+            wait = BACKOFF_S[min(self.agent_errors, len(BACKOFF_S)) - 1]
+            self.say(f"the agent failed ({exc}); trying again in {wait} s")
+            self.steering.wait(wait)
+            return None
+        self.agent_errors = 0
+        return proposal
+
+    def _context(self, best: store.Experiment) -> ProposalContext:
+        tip = gitrepo.branch_tip(self.repo, self.options.tag)
+        experiments = store.list_experiments(self.conn, self.run_id)
+        history = [HistoryRow(e.seq, (e.commit_sha or "-")[:7], e.val_bpb, e.status, e.description)
+                   for e in experiments]
+        failed = [e for e in experiments if e.status in FAILED]
+        last_failure = None
+        if failed and experiments[-1].status in FAILED:
+            last_failure = failure_tail(failed[-1])
+        return ProposalContext(
+            program_md=_read(self.ws.root / "program.md"), prepare_py=_read(self.ws.root / "prepare.py"),
+            train_py=gitrepo.read_file(self.repo, tip).decode(errors="replace"), history=history,
+            last_failure=last_failure, best_val_bpb=best.val_bpb)
+
+    def _trial(self, candidate: Candidate, proposal: Proposal, parent: str, propose_s: float = 0.0) -> TrialResult:
+        """Check, commit, train, score, decide and record one candidate."""
+        seq = store.next_seq(self.conn, self.run_id)
+        candidate = dataclasses.replace(candidate, run_id=self.run_id, seq=seq)
+        blocked = check_candidate(self.ws, candidate, self.policy)
+        if isinstance(blocked, TrialResult):
+            store.link_agent_turns(self.conn, proposal.turn_ids, blocked.experiment_id)
+            self._blocked(blocked)
+            return blocked
+        self.blocked = 0
+        began = time.monotonic()
+        sha = gitrepo.commit_candidate(self.repo, parent, candidate.code, commit_message(self.options.tag, seq,
+                                                                                          proposal.description))
+        gitrepo.set_experiment_ref(self.repo, self.options.tag, seq, sha)
+        commit_s = time.monotonic() - began
+        candidate = dataclasses.replace(candidate, commit_sha=sha)
+        self.say(f"#{seq} {proposal.description} ({sha[:8]}): training")
+        self.steering.cancel.clear()
+        result = execute_candidate(self.ws, candidate, self.policy, self.pre, blocked, cancel=self.steering.cancel)
+        store.link_agent_turns(self.conn, proposal.turn_ids, result.experiment_id)
+        status = self._decide(result)
+        test_bpb = self._score_test(result) if status == "keep" else None
+        timings = {**result.timings, "propose": propose_s, "commit": commit_s}
+        store.update_experiment(self.conn, result.experiment_id, status=status, test_bpb=test_bpb,
+                                timings_json=timings)
+        if status == "keep":
+            gitrepo.advance_branch(self.repo, self.options.tag, sha)
+        gitrepo.result_note(self.repo, sha, result_note(status, result, test_bpb))
+        _drop_handover(result)
+        self.say(f"#{seq} {status}: " + (f"val_bpb {result.val_bpb:.6f}" if result.val_bpb is not None
+                                         else result.exit_reason))
+        return dataclasses.replace(result, status=status)
+
+    def _blocked(self, result: TrialResult) -> None:
+        self.blocked += 1
+        self.say(f"blocked by the policy: {result.findings[0]['message'] if result.findings else ''}")
+        if self.blocked >= MAX_BLOCKED_IN_A_ROW:
+            raise AgentFatal(f"the policy blocked {self.blocked} candidates in a row")
+
+    def _decide(self, result: TrialResult) -> str:
+        """keep or discard for a scored run (by the keep rule); a failed one keeps its own status."""
+        if result.status != "ok":
+            return result.status
+        best = self._best()
+        if best is None:
+            return "keep"  # the baseline
+        needed = keep_threshold(self.conn, self.config.keep)
+        return "keep" if result.val_bpb < best.val_bpb - needed else "discard"
+
+    def _score_test(self, result: TrialResult) -> float | None:
+        """The held-out test split's bpb of a kept model, which the loop never selects on."""
+        handover = Path(result.work_dir) / "handover"
+        scored, _ = score_handover(
+            self.pre.client, image=self.pre.image, task_dir=self.ws.task_dir, data=self.pre.data, handover=handover,
+            log_path=Path(result.work_dir) / "test.log", split="test", gpu_uuid=self.pre.gpu_uuid,
+            limits=self.policy.limits, labels={**self.pre.labels, "autoresearch.runner_pid": str(os.getpid())})
+        return scored.get("bpb") if scored.get("status") == "ok" else None
+
+
+def run_loop(ws: Workspace, options: RunOptions, say: Callable[[str], None] = print) -> int:
+    return Loop(ws, options, say).run()
+
+
+def commit_message(tag: str, seq: int, description: str) -> str:
+    return f"{description}\n\nautoresearch run {tag}, experiment {seq}\n"
+
+
+def result_note(status: str, result: TrialResult, test_bpb: float | None) -> str:
+    return json.dumps({"status": status, "val_bpb": result.val_bpb, "test_bpb": test_bpb,
+                       "reason": result.exit_reason, "experiment": result.experiment_id})
+
+
+def failure_tail(experiment: store.Experiment) -> str:
+    """The end of a failed experiment's log (the traceback), for the agent."""
+    text = _read(Path(experiment.log_path)) if experiment.log_path else ""
+    return f"{experiment.status}: {experiment.exit_reason}\n{text[-FAILURE_TAIL_CHARS:]}"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _flavor(flavor: str) -> str:
+    from autoresearch.runner.images import resolve_flavor
+
+    return resolve_flavor(flavor)
+
+
+def _drop_handover(result: TrialResult) -> None:
+    """The exported model is scored: delete it so a long run cannot fill the disk with models."""
+    if result.work_dir:
+        shutil.rmtree(Path(result.work_dir) / "handover", ignore_errors=True)
+

@@ -1,0 +1,60 @@
+"""`autoresearch noise N`: how much val_bpb moves between seeds of the same train.py.
+
+Each repeat is a recorded experiment (outside any run) with its own seed. The spread is stored, and
+the keep rule then asks a candidate to beat the best by `noise_multiplier` standard deviations.
+"""
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from autoresearch.runner import gitrepo, store
+from autoresearch.runner.errors import UserError
+from autoresearch.runner.gpus import assigned_gpu
+from autoresearch.runner.images import resolve_flavor
+from autoresearch.runner.lock import runner_lock
+from autoresearch.runner.loop import require_workspace, workspace_config, workspace_policy
+from autoresearch.runner.trial import Candidate, TrialResult, check_candidate, execute_candidate, prerequisites
+from autoresearch.runner.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class NoiseResult:
+    commit: str
+    values: list[float]
+    mean: float
+    std: float
+
+
+def measure_noise(ws: Workspace, runs: int, tag: str | None = None, say: Callable[[str], None] = print) -> NoiseResult:
+    """Run the tag's best train.py (default: HEAD's) runs times with seeds 1..runs and store the spread."""
+    require_workspace(ws)
+    if runs < 2:
+        raise UserError(f"noise needs at least 2 runs to measure a spread, got {runs}")
+    config = workspace_config(ws)
+    policy = workspace_policy(ws, config)
+    repo = gitrepo.open_repo(ws.root)
+    commit = gitrepo.branch_tip(repo, tag) if tag else str(repo.head.target)
+    if commit is None:
+        raise UserError(f"there is no run tagged {tag!r}: its branch autoresearch/{tag} does not exist")
+    code = gitrepo.read_file(repo, commit)
+    with runner_lock(ws.state_dir):
+        pre = prerequisites(ws, config.flavor, config.source, assigned_gpu(config.gpus, resolve_flavor(config.flavor)))
+        values = []
+        for seed in range(1, runs + 1):
+            candidate = Candidate(code, f"noise: {commit[:8]} seed {seed}", commit_sha=commit, seed=seed)
+            checked = check_candidate(ws, candidate, policy)
+            if isinstance(checked, TrialResult):
+                raise UserError(f"the policy blocks {commit[:8]}'s train.py: {checked.findings[0]['message']}")
+            result = execute_candidate(ws, candidate, policy, pre, checked)
+            if result.status != "ok":
+                raise UserError(f"seed {seed} did not score ({result.status}: {result.exit_reason})")
+            say(f"seed {seed}: val_bpb {result.val_bpb:.6f}")
+            values.append(result.val_bpb)
+    noise = NoiseResult(commit, values, statistics.fmean(values), statistics.stdev(values))
+    conn = store.open_store(ws.store_path)
+    try:
+        store.add_noise(conn, commit, values, noise.mean, noise.std)
+    finally:
+        conn.close()
+    return noise
