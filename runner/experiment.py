@@ -23,6 +23,7 @@ from autoresearch.runner.policy import Limits, load_policy
 from autoresearch.runner.sandbox import ContainerResult, ContainerSpec, Mount, run_container
 
 SCORE_DEADLINE_S = 900.0
+SKIPPED_REASON = "skipped by the user"
 
 
 @dataclass
@@ -171,7 +172,7 @@ def container_limits(limits: Limits) -> dict:
 def training_failure(result: ContainerResult) -> tuple[str, str] | None:
     """(status, reason) when the training container did not finish cleanly, else None."""
     if result.killed_by == SKIPPED:
-        return "killed", "skipped by the user"
+        return "killed", SKIPPED_REASON
     if result.killed_by:
         return "killed", f"killed by policy ({result.killed_by})"
     if result.timed_out:

@@ -33,7 +33,7 @@ from autoresearch.runner.agents.base import (
 )
 from autoresearch.runner.config import Config, KeepRule, load_config
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.experiment import score_handover
+from autoresearch.runner.experiment import SKIPPED_REASON, score_handover
 from autoresearch.runner.gpus import assigned_gpu
 from autoresearch.runner.lock import runner_lock
 from autoresearch.runner.policy import Policy, load_policy, policy_to_toml
@@ -52,6 +52,7 @@ MAX_AGENT_ERRORS_IN_A_ROW = 8  # with back-off, about 15 minutes of a failing AP
 MAX_BLOCKED_IN_A_ROW = 10  # candidates the policy blocks before the run stops
 BACKOFF_S = (5, 10, 20, 40, 80, 160, 300, 300)
 FAILURE_TAIL_CHARS = 4000
+RERUN = " (re-run)"
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,8 @@ class Loop:
             best = self._best()
             if best is None:
                 result = self._baseline()
-                if result.status != "keep":
+                skipped = result.exit_reason == SKIPPED_REASON or self.steering.stop_requested.is_set()
+                if result.status != "keep" and not skipped:  # a skipped baseline is simply run again
                     return "stopped", f"the baseline did not score ({result.status}: {result.exit_reason})", 1
                 continue
             self._experiment(best)
@@ -229,7 +231,7 @@ class Loop:
         """The branch tip's train.py, unchanged: the experiment every later one must beat."""
         tip = gitrepo.branch_tip(self.repo, self.options.tag)
         code = gitrepo.read_file(self.repo, tip)
-        description = "baseline" if self.rerun is None else f"{self.rerun.description} (re-run)"
+        description = "baseline" if self.rerun is None else rerun_description(self.rerun)
         self.rerun = None
         return self._trial(Candidate(code, description, parent_sha=tip), Proposal(code.decode(), description), tip)
 
@@ -238,7 +240,7 @@ class Loop:
         began = time.monotonic()
         if rerun is not None and rerun.commit_sha:
             code = gitrepo.read_file(self.repo, rerun.commit_sha)
-            proposal = Proposal(code.decode(errors="replace"), f"{rerun.description} (re-run)")
+            proposal = Proposal(code.decode(errors="replace"), rerun_description(rerun))
         else:
             proposal = self._propose(best)
             if proposal is None:
@@ -338,6 +340,10 @@ class Loop:
 
 def run_loop(ws: Workspace, options: RunOptions, say: Callable[[str], None] = print) -> int:
     return Loop(ws, options, say).run()
+
+
+def rerun_description(interrupted: store.Experiment) -> str:
+    return f"{interrupted.description.removesuffix(RERUN)}{RERUN}"
 
 
 def commit_message(tag: str, seq: int, description: str) -> str:

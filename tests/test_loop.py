@@ -1,0 +1,199 @@
+"""The research loop for real: a workspace, the sweep agent, the CPU image, git and the store.
+
+Budgets are a few seconds, so each experiment is a real train-export-score cycle that takes about
+twenty seconds on two cores; what is asserted is the record, not the model's quality.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from autoresearch.runner import gitrepo, report, store
+from autoresearch.runner.init import init_workspace
+from autoresearch.runner.sandbox import LABEL
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+BUDGET_S = 4
+
+
+@pytest.fixture
+def workspace(cpu_image, tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    root = init_workspace(tmp_path / "ws")
+    config = root / "autoresearch.toml"
+    config.write_text(config.read_text() + f"\n[budget]\nseconds = {BUDGET_S}\n")
+    return root
+
+
+def autoresearch(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autoresearch.runner.cli", *args], cwd=root, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def start_runner(root: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "autoresearch.runner.cli", "run", *args], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def experiments(root: Path) -> list[store.Experiment]:
+    """What the workspace's store holds now (nothing before the runner made it)."""
+    path = root / ".autoresearch" / "store.db"
+    if not path.exists():
+        return []
+    conn = store.open_store(path, readonly=True)
+    try:
+        return store.list_experiments(conn)
+    finally:
+        conn.close()
+
+
+def points(root: Path, experiment_id: int) -> int:
+    conn = store.open_store(root / ".autoresearch" / "store.db", readonly=True)
+    try:
+        return len(store.metric_points(conn, experiment_id))
+    finally:
+        conn.close()
+
+
+def wait_for(predicate, timeout: float = 300.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_a_sweep_loop_records_commits_refs_and_results(workspace):
+    user_repo = pygit2.Repository(str(workspace))
+    user_head, user_status = user_repo.head.target, user_repo.status()  # the budget edit is uncommitted
+    done = autoresearch(workspace, "run", "--tag", "t1", "--max-experiments", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reached 3 experiments" in done.stdout
+
+    recorded = experiments(workspace)
+    assert [e.seq for e in recorded] == [1, 2, 3]
+    assert recorded[0].description == "baseline" and recorded[0].status == "keep"
+    assert recorded[0].test_bpb is not None and 0 < recorded[0].test_bpb < 13  # the held-out split, scored
+    assert all(e.status in ("keep", "discard") for e in recorded), [(e.status, e.exit_reason) for e in recorded]
+
+    repo = pygit2.Repository(str(workspace))
+    assert repo.head.target == user_head and repo.status() == user_status  # the user's tree and branch untouched
+    kept = [e for e in recorded if e.status == "keep"]
+    assert gitrepo.branch_tip(repo, "t1") == kept[-1].commit_sha
+    for experiment in recorded:
+        assert gitrepo.experiment_ref(repo, "t1", experiment.seq) == experiment.commit_sha
+        assert '"status": "' + experiment.status in gitrepo.read_note(repo, experiment.commit_sha)
+        commit = repo.get(experiment.commit_sha)
+        assert experiment.description in commit.message
+        timings = experiment.timings_json
+        assert {"propose", "commit", "train_container_start", "training", "scoring"} <= timings.keys()
+    for i, candidate in enumerate(recorded[1:], start=1):  # each candidate is a child of the best before it
+        best_then = [e for e in recorded[:i] if e.status == "keep"][-1]
+        assert str(repo.get(candidate.commit_sha).parents[0].id) == best_then.commit_sha == candidate.parent_sha
+
+    tsv = autoresearch(workspace, "results", "-o", "-").stdout.splitlines()
+    assert tsv[0] == "commit\tval_bpb\tmemory_gb\tstatus\tdescription"
+    assert [line.split("\t")[0] for line in tsv[1:]] == [e.commit_sha[:7] for e in recorded]
+
+    board = autoresearch(workspace, "leaderboard", "--json")
+    assert board.returncode == 0 and f'"commit": "{kept[-1].commit_sha[:7]}"' in board.stdout
+
+    exported = autoresearch(workspace, "export", "--best")
+    best = min(kept, key=lambda e: e.val_bpb)
+    assert exported.stdout.startswith("# Exported by autoresearch from run 't1'")
+    assert exported.stdout.endswith(gitrepo.read_file(repo, best.commit_sha).decode())
+
+    status = autoresearch(workspace, "status")
+    assert "run t1: finished" in status.stdout and f"{best.val_bpb:.6f}" in status.stdout
+
+
+def test_a_runner_killed_twice_resumes_and_loses_nothing(workspace, docker_client):
+    recorded_before: list[store.Experiment] = []
+    for _ in range(2):
+        seen = {e.id for e in experiments(workspace)}
+        runner = start_runner(workspace, "--tag", "k", "--max-experiments", "4")
+        wait_for(lambda seen=seen: any(e.status == "running" and e.id not in seen and points(workspace, e.id)
+                                       for e in experiments(workspace)),
+                 what="a new experiment to report training progress")
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+        runner.stdout.close()
+        now = experiments(workspace)
+        for before in recorded_before:  # what was recorded is still there, unchanged
+            assert next(e for e in now if e.id == before.id) == before
+        recorded_before = [e for e in now if e.status != "running"]
+
+    leftovers = [c for c in docker_client.containers.list(all=True, filters={"label": LABEL})
+                 if c.labels.get("autoresearch.runner_pid") == str(runner.pid)]
+    assert leftovers, "the killed runner's container should still be there for the next runner to clean"
+
+    done = autoresearch(workspace, "run", "--tag", "k", "--max-experiments", "4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming after" in done.stdout and "re-running the interrupted" in done.stdout
+    final = experiments(workspace)
+    killed = [e for e in final if e.status == "killed"]
+    assert len(killed) == 2 and all("interrupted" in e.exit_reason for e in killed)
+    assert len(final) == 4 and [e.status for e in final[:2]] == ["killed", "killed"]
+    assert final[2].description == "baseline (re-run)" and final[2].status == "keep"
+    assert not [c for c in docker_client.containers.list(all=True, filters={"label": LABEL})
+                if c.labels.get("autoresearch.runner_pid") == str(runner.pid)], "orphans were not removed"
+
+
+def test_a_detached_runner_is_steered_and_stopped_by_commands(workspace):
+    started = autoresearch(workspace, "run", "--tag", "d", "--detach")
+    assert started.returncode == 0, started.stderr
+    assert "runner started in the background" in started.stdout
+    busy = autoresearch(workspace, "run", "--tag", "d")
+    assert busy.returncode == 2 and "already running" in busy.stderr
+
+    wait_for(lambda: any(e.status == "running" for e in experiments(workspace)), what="the baseline to start")
+    status = autoresearch(workspace, "status", "--json")
+    assert '"alive": true' in status.stdout
+
+    stopped = autoresearch(workspace, "stop", "--now")
+    assert "taken by the runner" in stopped.stdout
+    conn = store.open_store(workspace / ".autoresearch" / "store.db", readonly=True)
+    wait_for(lambda: store.run_by_tag(conn, "d").state == "stopped", timeout=120, what="the runner to stop")
+    run = store.run_by_tag(conn, "d")
+    conn.close()
+    assert run.note == "stopped on request"
+    assert experiments(workspace)[0].exit_reason == "skipped by the user"
+    assert not report.runner_alive(run)
+    wait_for(lambda: "stopped" in (workspace / ".autoresearch" / "runner.log").read_text(), what="the log")
+
+
+def test_commands_outside_a_workspace_say_what_to_do(tmp_path):
+    for args in (["run"], ["status"], ["leaderboard"], ["stop"], ["export", "--best"]):
+        result = autoresearch(tmp_path, *args, timeout=60)
+        assert result.returncode == 2
+        assert result.stderr.strip() == ("autoresearch: not inside an autoresearch workspace: create one with "
+                                         "`autoresearch init DIR`, then run this command inside DIR")
+
+
+def test_a_malformed_config_names_the_line(workspace):
+    config = workspace / "autoresearch.toml"
+    config.write_text(config.read_text().replace('name = "sweep"', 'nmae = "sweep"'))
+    result = autoresearch(workspace, "run", timeout=60)
+    assert result.returncode == 2 and "line" in result.stderr and "nmae" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_unknown_agent_is_refused_before_anything_runs(workspace):
+    config = workspace / "autoresearch.toml"
+    config.write_text(config.read_text().replace('name = "sweep"', 'name = "gpt"'))
+    result = autoresearch(workspace, "run", timeout=60)
+    assert result.returncode == 2 and "gpt" in result.stderr
+    assert not (workspace / ".autoresearch" / "store.db").exists() or experiments(workspace) == []
+
+
+def test_init_refuses_an_existing_workspace(workspace):
+    result = autoresearch(workspace, "init", str(workspace), timeout=60)
+    assert result.returncode == 2 and "already a workspace" in result.stderr
+
