@@ -4,6 +4,7 @@ Budgets are a few seconds, so each experiment is a real train-export-score cycle
 twenty seconds on two cores; what is asserted is the record, not the model's quality.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from autoresearch.runner import gitrepo, report, store
 from autoresearch.runner.init import init_workspace
 from autoresearch.runner.sandbox import LABEL
+from tests.agents.fake_api import FakeMessagesAPI, Reply, error_body, ok, tool_use
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -197,3 +199,56 @@ def test_init_refuses_an_existing_workspace(workspace):
     result = autoresearch(workspace, "init", str(workspace), timeout=60)
     assert result.returncode == 2 and "already a workspace" in result.stderr
 
+
+
+def claude_config(root: Path, base_url: str) -> None:
+    config = root / "autoresearch.toml"
+    text = config.read_text().replace('name = "sweep"', f'name = "claude"\nbase_url = "{base_url}"')
+    config.write_text(text.replace("max_retries = 4", "max_retries = 0"))
+
+
+def test_a_refused_api_key_stops_the_run_before_any_experiment(tmp_path):
+    root = init_workspace(tmp_path / "ws")
+    api = FakeMessagesAPI([Reply(401, error_body("authentication_error", "invalid x-api-key"))]).start()
+    try:
+        claude_config(root, api.base_url)
+        result = subprocess.run([sys.executable, "-m", "autoresearch.runner.cli", "run"], cwd=root, text=True,
+                                capture_output=True, timeout=60, env={**os.environ, "ANTHROPIC_API_KEY": "sk-bad"})
+    finally:
+        api.stop()
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "autoresearch: the claude agent cannot start: the API key was refused (401): invalid x-api-key"]
+    assert experiments(root) == [] and len(api.requests) == 1
+
+
+def test_claude_proposes_through_the_loop_and_every_call_is_logged(workspace, monkeypatch):
+    key = "sk-ant-loop-test-secret"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    edit = {"old": "WARMDOWN_RATIO = 0.5", "new": "WARMDOWN_RATIO = 0.4"}
+    script = [Reply(200, {"type": "model", "id": "claude-sonnet-4-5", "display_name": "x",
+                          "created_at": "2026-01-01T00:00:00Z"}),
+              Reply(529, error_body("overloaded_error", "Overloaded")),  # the loop backs off and asks again
+              ok(tool_use("replace_in_train_py", edit, "t1"), tool_use("submit", {"description": "shorter warmdown"},
+                                                                       "t2"))]
+    api = FakeMessagesAPI(script).start()
+    try:
+        claude_config(workspace, api.base_url)
+        done = autoresearch(workspace, "run", "--max-experiments", "2")
+    finally:
+        api.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the agent failed (the API answered 529" in done.stdout
+    second = experiments(workspace)[1]
+    assert second.description == "shorter warmdown" and second.status in ("keep", "discard")
+    repo = pygit2.Repository(str(workspace))
+    assert b"WARMDOWN_RATIO = 0.4" in gitrepo.read_file(repo, second.commit_sha)
+
+    conn = store.open_store(workspace / ".autoresearch" / "store.db", readonly=True)
+    turns = conn.execute("SELECT experiment_id, error, cost_usd FROM agent_turns ORDER BY id").fetchall()
+    spent = store.spent_usd(conn, 1)
+    conn.close()
+    assert [tuple(t) for t in turns] == [(None, "Overloaded", 0.0), (second.id, None, pytest.approx(0.0006))]
+    assert spent == pytest.approx(0.0006)
+    for path in (workspace / ".autoresearch").rglob("*"):  # the key stays in the runner's memory
+        assert not path.is_file() or key.encode() not in path.read_bytes(), path
