@@ -24,6 +24,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.loop is not None:
+        from autoresearch.runner.loop_bench import run_loop_bench
+
+        run_loop_bench(experiments=args.loop, budget_s=args.budget, as_json=args.json)
+        return 0
     from autoresearch.runner import bench
 
     bench.run_task_bench(runs=args.runs, budget_s=args.budget, as_json=args.json)
@@ -295,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--diff", action="store_true", help="show the best against the baseline instead")
     export.set_defaults(func=_cmd_export)
 
-    bench = sub.add_parser("bench", help="time the phases of one experiment of the CPU profile")
+    bench = sub.add_parser("bench", help="time the phases of one CPU-profile experiment (or, with --loop N, a loop)")
+    bench.add_argument("--loop", type=int, metavar="N", help="run a sweep loop of N experiments instead")
     bench.add_argument("--runs", type=int, default=3)
     bench.add_argument("--budget", type=float, default=20.0, help="training seconds per run")
     bench.add_argument("--json", action="store_true")

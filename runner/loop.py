@@ -6,7 +6,8 @@ moment loses nothing that was recorded; the next `autoresearch run` with the sam
 removes the dead runner's containers (by label) and re-runs the experiment it was in the middle of.
 
 Caps: `max_experiments` counts the run's experiments in total (so a resumed run stops where it was
-meant to), `max_hours` counts this invocation's wall time, `max_usd` the run's agent spending.
+meant to), except those closed as interrupted; `max_hours` counts this invocation's wall time;
+`max_usd` the run's agent spending.
 """
 
 import dataclasses
@@ -20,6 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker.errors
+import requests
+
 from autoresearch.runner import gitrepo, store
 from autoresearch.runner.agents import Exhausted, make_agent
 from autoresearch.runner.agents.base import (
@@ -32,11 +36,13 @@ from autoresearch.runner.agents.base import (
     ProposalContext,
 )
 from autoresearch.runner.config import Config, KeepRule, load_config
+from autoresearch.runner.docker_engine import engine_reachable
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.experiment import SKIPPED_REASON, score_handover
 from autoresearch.runner.gpus import assigned_gpu
 from autoresearch.runner.lock import runner_lock
 from autoresearch.runner.policy import Policy, load_policy, policy_to_toml
+from autoresearch.runner.sandbox import remove_labelled
 from autoresearch.runner.steering import Steering
 from autoresearch.runner.trial import (
     Candidate,
@@ -53,6 +59,10 @@ MAX_BLOCKED_IN_A_ROW = 10  # candidates the policy blocks before the run stops
 BACKOFF_S = (5, 10, 20, 40, 80, 160, 300, 300)
 FAILURE_TAIL_CHARS = 4000
 RERUN = " (re-run)"
+INTERRUPTED = "interrupted:"
+ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+ENGINE_WAIT_S = 900
+ENGINE_POLL_S = 5
 
 
 @dataclass(frozen=True)
@@ -176,7 +186,7 @@ class Loop:
         interrupted = [e for e in store.list_experiments(self.conn, run_id) if e.status in ("pending", "running")]
         for experiment in interrupted:
             store.update_experiment(self.conn, experiment.id, status="killed", ended_at=time.time(),
-                                    exit_reason="interrupted: the runner stopped during this experiment")
+                                    exit_reason=f"{INTERRUPTED} the runner stopped during this experiment")
         self.rerun = interrupted[-1] if interrupted else None
         return interrupted
 
@@ -196,6 +206,8 @@ class Loop:
             best = self._best()
             if best is None:
                 result = self._baseline()
+                if result is None:  # the engine failed under it: run it again
+                    continue
                 skipped = result.exit_reason == SKIPPED_REASON or self.steering.stop_requested.is_set()
                 if result.status != "keep" and not skipped:  # a skipped baseline is simply run again
                     return "stopped", f"the baseline did not score ({result.status}: {result.exit_reason})", 1
@@ -205,7 +217,7 @@ class Loop:
     def _stop_reason(self) -> tuple[str, str, int] | None:
         if self.steering.stop_requested.is_set():
             return "stopped", "stopped on request", 0
-        count = len(store.list_experiments(self.conn, self.run_id))
+        count = len([e for e in store.list_experiments(self.conn, self.run_id) if not interrupted(e)])
         if self.caps.max_experiments is not None and count >= self.caps.max_experiments:
             return "finished", f"reached {count} experiments (cap {self.caps.max_experiments})", 0
         hours = (time.monotonic() - self.started) / 3600
@@ -227,7 +239,7 @@ class Loop:
         kept = [e for e in store.list_experiments(self.conn, self.run_id) if e.status == "keep"]
         return kept[-1] if kept else None
 
-    def _baseline(self) -> TrialResult:
+    def _baseline(self) -> TrialResult | None:
         """The branch tip's train.py, unchanged: the experiment every later one must beat."""
         tip = gitrepo.branch_tip(self.repo, self.options.tag)
         code = gitrepo.read_file(self.repo, tip)
@@ -248,6 +260,8 @@ class Loop:
         parent = gitrepo.branch_tip(self.repo, self.options.tag)
         candidate = Candidate(proposal.train_py.encode(), proposal.description, parent_sha=parent)
         result = self._trial(candidate, proposal, parent, propose_s=time.monotonic() - began)
+        if result is None:
+            return
         self.agent.observe(Outcome(proposal, result.status, result.val_bpb, result.status == "keep"))
 
     def _propose(self, best: store.Experiment) -> Proposal | None:
@@ -279,8 +293,9 @@ class Loop:
             train_py=gitrepo.read_file(self.repo, tip).decode(errors="replace"), history=history,
             last_failure=last_failure, best_val_bpb=best.val_bpb)
 
-    def _trial(self, candidate: Candidate, proposal: Proposal, parent: str, propose_s: float = 0.0) -> TrialResult:
-        """Check, commit, train, score, decide and record one candidate."""
+    def _trial(self, candidate: Candidate, proposal: Proposal, parent: str,
+               propose_s: float = 0.0) -> TrialResult | None:
+        """Check, commit, train, score, decide and record one candidate; None when the engine failed under it."""
         seq = store.next_seq(self.conn, self.run_id)
         candidate = dataclasses.replace(candidate, run_id=self.run_id, seq=seq)
         blocked = check_candidate(self.ws, candidate, self.policy)
@@ -297,11 +312,18 @@ class Loop:
         candidate = dataclasses.replace(candidate, commit_sha=sha)
         self.say(f"#{seq} {proposal.description} ({sha[:8]}): training")
         self.steering.cancel.clear()
-        result = execute_candidate(self.ws, candidate, self.policy, self.pre, blocked, cancel=self.steering.cancel)
+        try:
+            result = execute_candidate(self.ws, candidate, self.policy, self.pre, blocked,
+                                       cancel=self.steering.cancel)
+        except ENGINE_ERRORS as exc:
+            self._engine_lost(exc)
+            return None
         store.link_agent_turns(self.conn, proposal.turn_ids, result.experiment_id)
         status = self._decide(result)
+        began = time.monotonic()
         test_bpb = self._score_test(result) if status == "keep" else None
-        timings = {**result.timings, "propose": propose_s, "commit": commit_s}
+        timings = {**result.timings, "propose": propose_s, "commit": commit_s,
+                   "test_scoring": time.monotonic() - began}
         store.update_experiment(self.conn, result.experiment_id, status=status, test_bpb=test_bpb,
                                 timings_json=timings)
         if status == "keep":
@@ -311,6 +333,26 @@ class Loop:
         self.say(f"#{seq} {status}: " + (f"val_bpb {result.val_bpb:.6f}" if result.val_bpb is not None
                                          else result.exit_reason))
         return dataclasses.replace(result, status=status)
+
+    def _engine_lost(self, exc: Exception) -> None:
+        """The Docker engine failed mid-experiment: close the experiment, wait for the engine, re-run it."""
+        reason = f"{INTERRUPTED} the Docker engine failed ({str(exc).splitlines()[0][:200]})"
+        running = [e for e in store.list_experiments(self.conn, self.run_id) if e.status == "running"]
+        for experiment in running:
+            store.update_experiment(self.conn, experiment.id, status="killed", ended_at=time.time(),
+                                    exit_reason=reason)
+        self.rerun = running[-1] if running else None
+        self.say(f"{reason}; waiting up to {ENGINE_WAIT_S // 60} min for it to come back")
+        deadline = time.monotonic() + ENGINE_WAIT_S
+        while not engine_reachable():
+            if time.monotonic() > deadline or self.steering.stop_requested.is_set():
+                raise UserError(f"the Docker engine did not come back within {ENGINE_WAIT_S // 60} min: "
+                                "start it, then `autoresearch run` resumes this run")
+            self.steering.wait(ENGINE_POLL_S)
+        self.pre = prerequisites(self.ws, self.config.flavor, self.config.source, self.pre.gpu_uuid)
+        for experiment in running:  # its containers outlived the connection: this runner is alive, so remove them
+            remove_labelled(self.pre.client, {**self.pre.labels, "autoresearch.experiment": str(experiment.id)})
+        self.say("the Docker engine is back: re-running the interrupted experiment")
 
     def _blocked(self, result: TrialResult) -> None:
         self.blocked += 1
@@ -340,6 +382,11 @@ class Loop:
 
 def run_loop(ws: Workspace, options: RunOptions, say: Callable[[str], None] = print) -> int:
     return Loop(ws, options, say).run()
+
+
+def interrupted(experiment: store.Experiment) -> bool:
+    """Closed because the runner or the engine went away, not because of the candidate: no cap counts it."""
+    return (experiment.exit_reason or "").startswith(INTERRUPTED)
 
 
 def rerun_description(interrupted: store.Experiment) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import docker.models.containers
 import docker.types
 import requests
 
@@ -170,7 +171,7 @@ def run_container(
         if monitor is not None:
             monitor.stop()
         log.close()
-        container.remove(force=True)
+        remove_quietly(container)
 
 
 def _copy_stream(stream, log: CappedLog, on_line: Callable[[str], None] | None) -> None:
@@ -192,6 +193,27 @@ def _copy_stream(stream, log: CappedLog, on_line: Callable[[str], None] | None) 
         on_line(pending.decode("utf-8", "replace"))
 
 
+def remove_quietly(container: docker.models.containers.Container) -> None:
+    """Remove container; one already gone, or being removed by another runner's clean-up, is fine."""
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: removal already in progress
+            raise
+
+
+def remove_labelled(client: docker.DockerClient, labels: dict[str, str]) -> list[str]:
+    """Remove every autoresearch container carrying labels, whoever started it."""
+    filters = {"label": [LABEL, *(f"{k}={v}" for k, v in labels.items())]}
+    removed = []
+    for container in client.containers.list(all=True, filters=filters):
+        remove_quietly(container)
+        removed.append(container.name)
+    return removed
+
+
 def remove_orphans(client: docker.DockerClient, labels: dict[str, str], alive: Callable[[int], bool]) -> list[str]:
     """Remove containers carrying labels whose runner process (label autoresearch.runner_pid) is gone."""
     filters = {"label": [LABEL, *(f"{k}={v}" for k, v in labels.items())]}
@@ -200,6 +222,6 @@ def remove_orphans(client: docker.DockerClient, labels: dict[str, str], alive: C
         pid = container.labels.get("autoresearch.runner_pid", "")
         if pid.isdigit() and alive(int(pid)):
             continue
-        container.remove(force=True)
+        remove_quietly(container)
         removed.append(container.name)
     return removed

@@ -156,11 +156,16 @@ def check_candidate(ws: Workspace, candidate: Candidate, policy: Policy) -> Tria
     return TrialResult(exp_id, "blocked", reason, None, {}, None, 0.0, None, None, "", [f.to_dict() for f in static])
 
 
+def workspace_labels(root: Path) -> dict[str, str]:
+    """The label that marks a workspace's containers (for finding its orphans)."""
+    return {"autoresearch.workspace": hashlib.sha256(str(root).encode()).hexdigest()[:16]}
+
+
 def prerequisites(ws: Workspace, flavor: str = "auto", source: str = "offline",
                   gpu_uuid: str | None = None) -> Prerequisites:
     """Engine, image and data, checked (and the data prepared) before anything is recorded."""
     client = connect()
-    labels = {"autoresearch.workspace": hashlib.sha256(str(ws.root).encode()).hexdigest()[:16]}
+    labels = workspace_labels(ws.root)
     remove_orphans(client, labels, psutil.pid_exists)
     flavor = images.resolve_flavor(flavor)
     image = images.require_image(flavor)
@@ -191,6 +196,9 @@ def execute_candidate(ws: Workspace, candidate: Candidate, policy: Policy, pre: 
             on_line=print if echo else None, seed=candidate.seed, cancel=cancel,
             labels={**pre.labels, "autoresearch.experiment": str(exp_id), "autoresearch.runner_pid": str(os.getpid())},
         )
+    except BaseException:  # the engine went away, or the runner is interrupted: the caller closes the record
+        conn.close()
+        raise
     finally:
         recorder.close()
     dynamic = check_run(run_facts(outcome, policy, before, hash_files(protected)), policy)

@@ -17,7 +17,9 @@ import pytest
 from autoresearch.runner import gitrepo, report, store
 from autoresearch.runner.init import init_workspace
 from autoresearch.runner.sandbox import LABEL
+from autoresearch.runner.trial import workspace_labels
 from tests.agents.fake_api import FakeMessagesAPI, Reply, error_body, ok, tool_use
+from tests.engine_proxy import EngineProxy
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -142,7 +144,7 @@ def test_a_runner_killed_twice_resumes_and_loses_nothing(workspace, docker_clien
     final = experiments(workspace)
     killed = [e for e in final if e.status == "killed"]
     assert len(killed) == 2 and all("interrupted" in e.exit_reason for e in killed)
-    assert len(final) == 4 and [e.status for e in final[:2]] == ["killed", "killed"]
+    assert len(final) == 6 and [e.status for e in final[:2]] == ["killed", "killed"]  # interrupted ones uncounted
     assert final[2].description == "baseline (re-run)" and final[2].status == "keep"
     assert not [c for c in docker_client.containers.list(all=True, filters={"label": LABEL})
                 if c.labels.get("autoresearch.runner_pid") == str(runner.pid)], "orphans were not removed"
@@ -252,3 +254,25 @@ def test_claude_proposes_through_the_loop_and_every_call_is_logged(workspace, mo
     assert spent == pytest.approx(0.0006)
     for path in (workspace / ".autoresearch").rglob("*"):  # the key stays in the runner's memory
         assert not path.is_file() or key.encode() not in path.read_bytes(), path
+
+
+def test_the_docker_engine_going_away_mid_experiment_loses_nothing(workspace, docker_client, tmp_path):
+    proxy = EngineProxy(tmp_path / "engine.sock").start()
+    env = {**os.environ, "DOCKER_HOST": proxy.docker_host}
+    runner = subprocess.Popen([sys.executable, "-m", "autoresearch.runner.cli", "run", "--max-experiments", "1"],
+                              cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: any(e.status == "running" and points(workspace, e.id) for e in experiments(workspace)),
+             what="the baseline to report progress")
+    proxy.cut()
+    wait_for(lambda: experiments(workspace)[0].status == "killed", timeout=60, what="the runner to notice")
+    time.sleep(3)  # the engine is away a while
+    proxy.start()
+    output, _ = runner.communicate(timeout=300)
+    assert runner.returncode == 0, output
+    assert "waiting up to 15 min" in output and "the Docker engine is back" in output
+    interrupted, rerun = experiments(workspace)
+    assert interrupted.status == "killed" and interrupted.exit_reason.startswith("interrupted: the Docker engine")
+    assert (rerun.description, rerun.status) == ("baseline (re-run)", "keep")
+    mine = [f"{k}={v}" for k, v in workspace_labels(workspace).items()]
+    assert not docker_client.containers.list(
+        all=True, filters={"label": [LABEL, *mine, f"autoresearch.experiment={interrupted.id}"]})

@@ -350,10 +350,12 @@ def test_metric_mismatch_flags_a_reported_score_beyond_tolerance():
 
 
 def test_metric_implausible_discards_a_much_better_reported_score():
-    findings = check_run(clean_facts(reported={"val_bpb": 0.85}), DEFAULT)
+    findings = check_run(clean_facts(reported={"val_bpb": 0.7}), DEFAULT)
     assert {f.rule_id: f.action for f in findings} == {"dynamic.metric_mismatch": "flag",
                                                          "dynamic.metric_implausible": "discard"}
-    assert findings[1].evidence == {"value": 0.85, "trusted": 1.0, "limit": 0.9}
+    assert findings[1].evidence == {"value": 0.7, "trusted": 1.0, "limit": 0.75}
+    honest_gap = check_run(clean_facts(reported={"val_bpb": 0.9}), DEFAULT)  # short CPU runs are this far off
+    assert {f.rule_id for f in honest_gap} == {"dynamic.metric_mismatch"}
 
 
 def test_gpu_time_discards_gpu_work_beyond_the_budget():
