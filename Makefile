@@ -4,7 +4,7 @@ AUTORESEARCH := $(PYTHON) -m autoresearch.runner.cli
 # One install stamp per Python environment, redone when pyproject.toml changes.
 STAMP := build/install-$(shell $(PYTHON) -c 'import sys, zlib; print(zlib.crc32(sys.prefix.encode()))').stamp
 
-.PHONY: install image test bench lint
+.PHONY: install image test bench bench-tui lint
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ test: install
 
 bench: install
 	$(AUTORESEARCH) bench
+	$(AUTORESEARCH) bench --loop 3
+
+bench-tui: install
+	$(PYTHON) -m autoresearch.tui.bench
 
 lint: install
 	ruff check .
+	lint-imports

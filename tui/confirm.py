@@ -1,4 +1,4 @@
-"""A small yes/no modal, used before anything starts an experiment."""
+"""A small yes/no modal, asked before every action that changes a run."""
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -8,7 +8,7 @@ from textual.widgets import Button, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Asks a question; dismisses with True (confirm) or False (cancel, escape)."""
+    """Asks a question; dismisses with True (confirm, y) or False (cancel, n, escape)."""
 
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
@@ -20,11 +20,11 @@ class ConfirmScreen(ModalScreen[bool]):
     ConfirmScreen Button { margin-left: 2; }
     """
     BINDINGS: list[BindingType] = [  # noqa: RUF012 (Textual's own declaration style)
-        Binding("y", "confirm", "Start", id="confirm.yes"),
+        Binding("y", "confirm", "Confirm", id="confirm.yes"),
         Binding("escape,n", "cancel", "Cancel", id="confirm.no"),
     ]
 
-    def __init__(self, question: str, confirm_label: str = "Start") -> None:
+    def __init__(self, question: str, confirm_label: str = "Yes") -> None:
         super().__init__()
         self.question = question
         self.confirm_label = confirm_label
@@ -33,7 +33,7 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical():
             yield Static(self.question, id="question", markup=False)
             with Horizontal():
-                yield Button("Cancel", id="cancel")
+                yield Button("Cancel (n)", id="cancel")
                 yield Button(f"{self.confirm_label} (y)", id="confirm", variant="primary")
 
     def on_mount(self) -> None:

@@ -1,24 +1,28 @@
-"""How values look on screen: status colours, numbers, paths."""
+"""How values look on screen: status words with colours and marks, numbers and durations."""
 
 import json
-from pathlib import Path
 
 from rich.text import Text
 
 from autoresearch.runner.store import Experiment
 
-STATUS_STYLES: dict[str, str] = {
-    "pending": "dim",
-    "running": "bold yellow",
-    "ok": "green",
-    "keep": "bold green",
-    "discard": "grey62",
-    "crash": "red",
-    "timeout": "dark_orange",
-    "oom": "red",
-    "killed": "red",
-    "blocked": "magenta",
-    "violation": "bold red",
+# Each status has a colour and a mark, so it reads at a glance in colour and without it.
+STATUS_STYLES: dict[str, tuple[str, str]] = {
+    "pending": ("…", "dim"),
+    "running": ("▶", "bold yellow"),
+    "ok": ("✓", "green"),
+    "keep": ("★", "bold green"),
+    "discard": ("·", "grey62"),
+    "crash": ("✗", "red"),
+    "timeout": ("⌛", "dark_orange"),
+    "oom": ("✗", "red"),
+    "killed": ("✗", "red"),
+    "blocked": ("⊘", "magenta"),
+    "violation": ("!", "bold red"),
+}
+RUN_STATE_STYLES: dict[str, str] = {
+    "running": "bold green", "paused": "bold yellow", "stopped": "bold", "finished": "bold",
+    "crashed": "bold red", "dead": "bold white on red",
 }
 SEVERITY_STYLES: dict[str, str] = {
     "info": "dim", "low": "cyan", "medium": "yellow", "high": "red", "critical": "bold red",
@@ -27,8 +31,9 @@ MISSING = "–"
 
 
 def status_text(status: str) -> Text:
-    """The status word in its colour."""
-    return Text(status, style=STATUS_STYLES.get(status, ""))
+    """The status as a mark and a word, in its colour: `★ keep`."""
+    mark, style = STATUS_STYLES.get(status, ("?", ""))
+    return Text(f"{mark} {status}", style=style)
 
 
 def bpb(value: float | None) -> str:
@@ -36,9 +41,35 @@ def bpb(value: float | None) -> str:
     return MISSING if value is None else f"{value:.6f}"
 
 
+def gain(value: float | None) -> str:
+    """An improvement in bits per byte, signed, 6 decimals."""
+    return MISSING if value is None else f"{value:+.6f}"
+
+
 def seconds(value: float | None) -> str:
     """Seconds with one decimal."""
     return MISSING if value is None else f"{value:.1f}"
+
+
+def duration(value: float) -> str:
+    """A wall-clock duration as `42s`, `12m05s` or `3h02m`."""
+    value = max(int(value), 0)
+    if value < 60:
+        return f"{value}s"
+    if value < 3600:
+        return f"{value // 60}m{value % 60:02d}s"
+    return f"{value // 3600}h{value % 3600 // 60:02d}m"
+
+
+def megabytes(value: float | None) -> str:
+    """Memory as `812 MB` or `41.2 GB`."""
+    if value is None:
+        return MISSING
+    return f"{value / 1024:.1f} GB" if value >= 1024 else f"{value:.0f} MB"
+
+
+def short_sha(sha: str | None) -> str:
+    return (sha or MISSING)[:7]
 
 
 def reported_val_bpb(experiment: Experiment) -> float | None:
@@ -51,15 +82,6 @@ def reported_val_bpb(experiment: Experiment) -> float | None:
             return None
     value = reported.get("val_bpb") if isinstance(reported, dict) else None
     return float(value) if isinstance(value, int | float) else None
-
-
-def short_path(path: Path, width: int) -> str:
-    """path with the home folder as ~, cut from the left with … to at most width characters."""
-    text = str(path)
-    home = str(Path.home())
-    if text == home or text.startswith(home + "/"):
-        text = "~" + text[len(home):]
-    return text if len(text) <= width else "…" + text[len(text) - width + 1:]
 
 
 def clip(text: str, width: int) -> str:

@@ -1,15 +1,18 @@
-"""A line plot in braille characters, for any number of points in a fixed number of terminal cells.
+"""Plots in braille characters, for any number of points in a fixed number of terminal cells.
 
-Each character cell holds 2 x 4 dots, so a plot of W x H cells is 2W x 4H dots. The points are first
+Each character cell holds 2 x 4 dots, so a plot of W x H cells is 2W x 4H dots. Points are first
 down-sampled to one bucket per dot column, keeping each bucket's minimum and maximum (a spike never
-disappears however many points share a column); each column then draws the vertical span from its
-minimum to its maximum, stretched to meet the previous column so the line stays connected; empty columns
-between two points (fewer points than columns) get the straight line between them.
+disappears however many points share a column). A line draws each column's span from its minimum to its
+maximum, stretched to meet the previous column so the line stays connected; empty columns between two
+points get the straight line between them. Scattered points draw only each column's minimum and maximum.
+Layers are drawn in order on one canvas; a cell takes the colour of the last layer with a dot in it.
 """
 
 import itertools
 import math
 from collections.abc import Sequence
+
+from rich.text import Text
 
 BRAILLE_BLANK = 0x2800
 # The bit of the dot at (row 0..3 from the top, column 0..1) inside one braille character.
@@ -24,7 +27,7 @@ def column_spans(xs: Sequence[float], ys: Sequence[float], x_range: Span, column
     Points outside x_range, and non-finite values, are left out.
     """
     x_lo, x_hi = x_range
-    spans: list[Span | None] = [None] * columns
+    spans: list[Span | None] = [None] * max(columns, 0)
     if columns <= 0 or not x_hi > x_lo:
         return spans
     scale = columns / (x_hi - x_lo)
@@ -34,7 +37,7 @@ def column_spans(xs: Sequence[float], ys: Sequence[float], x_range: Span, column
         column = min(int((x - x_lo) * scale), columns - 1)
         span = spans[column]
         spans[column] = (y, y) if span is None else (min(span[0], y), max(span[1], y))
-    return fill_gaps(spans)
+    return spans
 
 
 def fill_gaps(spans: list[Span | None]) -> list[Span | None]:
@@ -48,34 +51,6 @@ def fill_gaps(spans: list[Span | None]) -> list[Span | None]:
     return spans
 
 
-def braille_rows(spans: Sequence[Span | None], y_range: Span, height: int) -> list[str]:
-    """The plot's `height` text rows; one span per dot column (two per character), y_range bottom to top."""
-    if height <= 0:
-        return []
-    y_lo, y_hi = y_range
-    dots_high = height * 4
-    cells = [[0] * ((len(spans) + 1) // 2) for _ in range(height)]
-
-    def dot_row(y: float) -> int:
-        if not y_hi > y_lo:
-            return dots_high // 2
-        fraction = (y_hi - y) / (y_hi - y_lo)
-        return min(max(round(fraction * (dots_high - 1)), 0), dots_high - 1)
-
-    previous: tuple[int, int] | None = None
-    for column, span in enumerate(spans):
-        if span is None:
-            previous = None
-            continue
-        top, bottom = dot_row(span[1]), dot_row(span[0])
-        if previous is not None:  # meet the previous column's span
-            top, bottom = min(top, previous[1]), max(bottom, previous[0])
-        for row in range(top, bottom + 1):
-            cells[row // 4][column // 2] |= DOT_BITS[row % 4][column % 2]
-        previous = (dot_row(span[1]), dot_row(span[0]))
-    return ["".join(chr(BRAILLE_BLANK + bits) for bits in line) for line in cells]
-
-
 def padded_range(values: Sequence[float]) -> Span | None:
     """(min, max) of the finite values with 5% headroom on each side; None when there are none."""
     finite = [v for v in values if math.isfinite(v)]
@@ -84,3 +59,82 @@ def padded_range(values: Sequence[float]) -> Span | None:
     lo, hi = min(finite), max(finite)
     pad = (hi - lo) * 0.05 or max(abs(hi) * 0.05, 0.01)
     return lo - pad, hi + pad
+
+
+class Canvas:
+    """width x height character cells of braille dots over a y range, drawn in coloured layers."""
+
+    def __init__(self, width: int, height: int, y_range: Span) -> None:
+        self.width, self.height = max(width, 0), max(height, 0)
+        self.y_range = y_range
+        self._bits = [[0] * self.width for _ in range(self.height)]
+        self._styles: list[list[str]] = [[""] * self.width for _ in range(self.height)]
+
+    @property
+    def columns(self) -> int:
+        """Dot columns: two per character."""
+        return self.width * 2
+
+    def dot_row(self, y: float) -> int:
+        """The dot row of value y (0 at the top), clamped to the canvas."""
+        rows = self.height * 4
+        lo, hi = self.y_range
+        if not hi > lo:
+            return rows // 2
+        return min(max(round((hi - y) / (hi - lo) * (rows - 1)), 0), rows - 1)
+
+    def line(self, spans: Sequence[Span | None], style: str) -> None:
+        """A connected line through one span per dot column (see fill_gaps for sparse data)."""
+        previous: tuple[int, int] | None = None
+        for column, span in enumerate(fill_gaps(list(spans))):
+            if span is None:
+                previous = None
+                continue
+            top, bottom = self.dot_row(span[1]), self.dot_row(span[0])
+            reach = (min(top, previous[1]), max(bottom, previous[0])) if previous else (top, bottom)
+            for row in range(reach[0], reach[1] + 1):
+                self._set(row, column, style)
+            previous = (top, bottom)
+
+    def dots(self, spans: Sequence[Span | None], style: str) -> None:
+        """Each column's minimum and maximum as single dots (a down-sampled scatter)."""
+        for column, span in enumerate(spans):
+            if span is not None:
+                self._set(self.dot_row(span[0]), column, style)
+                self._set(self.dot_row(span[1]), column, style)
+
+    def rows(self) -> list[Text]:
+        """The canvas as one Text per character row."""
+        texts = []
+        for bits, styles in zip(self._bits, self._styles, strict=True):
+            text = Text(no_wrap=True)
+            for style, cells in itertools.groupby(zip(bits, styles, strict=True), key=lambda cell: cell[1]):
+                text.append("".join(chr(BRAILLE_BLANK + b) for b, _ in cells), style=style or None)
+            texts.append(text)
+        return texts
+
+    def _set(self, row: int, column: int, style: str) -> None:
+        if 0 <= column < self.columns and 0 <= row < self.height * 4:
+            self._bits[row // 4][column // 2] |= DOT_BITS[row % 4][column % 2]
+            self._styles[row // 4][column // 2] = style
+
+
+def axis_rows(canvas_rows: list[Text], y_range: Span, label_width: int, every: int = 4, decimals: int = 3) -> Text:
+    """The canvas rows with y labels on the left: the top row, every `every` rows, and the bottom row."""
+    height = len(canvas_rows)
+    text = Text(no_wrap=True, overflow="crop")
+    for index, row in enumerate(canvas_rows):
+        y = y_range[1] - (y_range[1] - y_range[0]) * index / max(height - 1, 1)
+        show = index == height - 1 or (index % every == 0 and index < height - 2)
+        label = f"{y:.{decimals}f}" if show else ""
+        text.append(f"{label:>{label_width - 1}} ", style="dim")
+        text.append("│", style="dim")
+        text.append_text(row)
+        text.append("\n")
+    return text
+
+
+def x_axis(left: str, right: str, width: int, label_width: int) -> Text:
+    """The line under a plot: the corner, then the first and last x labels at the ends."""
+    gap = max(width - len(left) - len(right), 1)
+    return Text(" " * label_width + "└" + left + " " * gap + right, style="dim", no_wrap=True, overflow="crop")

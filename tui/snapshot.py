@@ -1,95 +1,123 @@
-"""Reading the store for the TUI: one consistent snapshot per poll, from a read-only connection.
+"""Reading the store for the dashboard: one consistent snapshot per poll, from a read-only connection.
 
 The runner is the store's only writer; the TUI is one of its readers. A `StorePoller` lives in one
 thread (sqlite3 connections stay in the thread that opened them) and, every poll:
 - asks `PRAGMA data_version` whether anyone committed since the last poll, and returns None (nothing
-  to redraw) when nobody did and the selection is the same;
-- otherwise reads everything it shows inside one short read transaction (`BEGIN` ... `COMMIT`), so the
-  experiments, points and findings agree with each other, and never keeps a transaction open between
-  polls (a WAL reader that did would stop the writer's checkpoints from recycling the log).
-Metric points are fetched incrementally (they are never updated once written), with a row count as a
-check that catches points a misbehaving train.py printed out of step order.
+  to redraw) when nobody did;
+- otherwise reads what changed inside one short read transaction (`BEGIN` ... `COMMIT`), so the parts
+  agree with each other, and never keeps a transaction open between polls (a WAL reader that did would
+  stop the writer's checkpoints from recycling the log).
+
+Everything is read incrementally, so a poll costs the same with 10 experiments or 10,000:
+- experiments: only those from the oldest one that may still change (running, pending, or scored but
+  not yet decided) or among the last few, with the run's row count as a check that forces a full read;
+- metric points: only new steps of the followed experiment (points are never updated), with a row
+  count as a check that catches a train.py printing steps out of order; the best kept experiment's
+  points are read once per best;
+- GPU samples: only rows newer than the last one read, keeping the last HISTORY_SAMPLES.
+A part that did not change is the same object in the next snapshot, so a panel compares by identity.
 """
 
 import sqlite3
 import tomllib
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch.runner import store
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.report import runner_alive
+from autoresearch.tui import queries
 
-OK_STATUSES = frozenset({"ok", "keep", "discard"})  # finished and scored by the trusted evaluation
-BEST_STATUSES = frozenset({"ok", "keep"})  # may hold the best score (a discard was not an improvement)
-CRASHED_STATUSES = frozenset({"crash", "timeout", "oom", "killed"})
 ACTIVE_STATUSES = frozenset({"pending", "running"})
+UNSETTLED_STATUSES = ACTIVE_STATUSES | {"ok"}  # "ok": scored, the loop's keep/discard comes next
+CRASHED_STATUSES = frozenset({"crash", "timeout", "oom", "killed"})
+TAIL = 3  # the newest experiments are always read again (the loop updates them after they settle)
+HISTORY_SAMPLES = 2400  # GPU samples kept for the history: 10 minutes at the monitor's 4 Hz
+EARLIEST = -(2**63)
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What the screen shows at one moment. `error` set: the store cannot be read, nothing else is."""
+    """What the dashboard shows at one moment. `error` set: the store cannot be read, nothing else is."""
 
-    experiments: tuple[store.Experiment, ...] = ()  # oldest first
-    selected: store.Experiment | None = None
-    following: bool = True  # selected is the one the TUI follows (running, else newest), not a pick
-    points: tuple[store.MetricPoint, ...] = ()  # the selected experiment's, in step order
-    findings: tuple[store.StoredFinding, ...] = ()  # the selected experiment's
-    budget_s: float | None = None  # the selected experiment's time budget, when the store says it
     error: str | None = None
     store_exists: bool = True
+    run: store.Run | None = None
+    experiments: tuple[store.Experiment, ...] = ()  # the run's, oldest first
+    counts: dict[str, int] = field(default_factory=dict)  # experiments by status
+    live: store.Experiment | None = None  # the running experiment, else the newest
+    live_points: tuple[store.MetricPoint, ...] = ()
+    best: store.Experiment | None = None  # the last kept experiment (each keep beats the one before)
+    best_points: tuple[store.MetricPoint, ...] = ()
+    budget_s: float | None = None  # the run's training seconds, from its policy
+    gpu: tuple[store.GpuSample, ...] = ()  # the latest samples, oldest first
+    spent_usd: float = 0.0
+    model: str | None = None  # the agent's model, when it has one
+
+    @property
+    def baseline(self) -> store.Experiment | None:
+        """The first kept experiment: the run's baseline."""
+        return next((e for e in self.experiments if e.status == "keep"), None)
 
 
-@dataclass(frozen=True)
-class Summary:
-    """The header's counts and the best trusted score."""
-
-    done: int = 0
-    ok: int = 0
-    crashed: int = 0
-    blocked: int = 0
-    violation: int = 0
-    running: int = 0
-    best: store.Experiment | None = None
+def run_state(run: store.Run, now: float) -> str:
+    """The run's recorded state, or "dead" when it says running/paused but its runner's heartbeat is stale."""
+    if run.state in ("running", "paused") and not runner_alive(run, now):
+        return "dead"
+    return run.state
 
 
-def summarize(experiments: tuple[store.Experiment, ...]) -> Summary:
-    """Counts by outcome and the experiment with the lowest trusted val_bpb among ok/keep ones."""
-    statuses = [e.status for e in experiments]
-    scored = [e for e in experiments if e.status in BEST_STATUSES and e.val_bpb is not None]
-    return Summary(
-        done=sum(s not in ACTIVE_STATUSES for s in statuses),
-        ok=sum(s in OK_STATUSES for s in statuses),
-        crashed=sum(s in CRASHED_STATUSES for s in statuses),
-        blocked=statuses.count("blocked"),
-        violation=statuses.count("violation"),
-        running=sum(s in ACTIVE_STATUSES for s in statuses),
-        best=min(scored, key=lambda e: e.val_bpb or 0.0, default=None),
-    )
+def heartbeat_age(run: store.Run, now: float) -> float | None:
+    return None if run.heartbeat_at is None else now - run.heartbeat_at
 
 
-def followed(experiments: tuple[store.Experiment, ...]) -> store.Experiment | None:
-    """The experiment to show when the user has picked none: the newest running one, else the newest."""
-    running = [e for e in experiments if e.status in ACTIVE_STATUSES]
-    return (running or list(experiments) or [None])[-1]
+def policy_budget(policy_toml: str) -> float | None:
+    """`limits.time_budget_s` of a policy's TOML text, or None."""
+    try:
+        value = tomllib.loads(policy_toml).get("limits", {}).get("time_budget_s")
+    except (tomllib.TOMLDecodeError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def configured_model(run: store.Run) -> str | None:
+    """The model in the run's config, for the agents that have one (not the offline sweep)."""
+    if run.agent != "claude":
+        return None
+    try:
+        agent = tomllib.loads(run.config_toml).get("agent", {})
+    except tomllib.TOMLDecodeError:
+        return None
+    model = agent.get("model") if isinstance(agent, dict) else None
+    return model if isinstance(model, str) else "claude (default model)"
 
 
 @dataclass
 class StorePoller:
-    """Polls one store file; use it from a single thread."""
+    """Polls one store file for one run (tag None: the latest run); use it from a single thread."""
 
     path: Path
+    tag: str | None = None
     _conn: sqlite3.Connection | None = None
     _data_version: int | None = None
-    _last_pick: int | None = None
     _last: Snapshot | None = None
-    _points_of: int | None = None
-    _points: list[store.MetricPoint] = field(default_factory=list)
-    _budgets: dict[int, float | None] = field(default_factory=dict)  # run id -> its policy's budget
+    _run_id: int | None = None
+    _experiments: dict[int, store.Experiment] = field(default_factory=dict)
+    _experiment_tuple: tuple[store.Experiment, ...] = ()
+    _counts: dict[str, int] = field(default_factory=dict)
+    _live_id: int | None = None
+    _live_points: list[store.MetricPoint] = field(default_factory=list)
+    _live_tuple: tuple[store.MetricPoint, ...] = ()
+    _best_id: int | None = None
+    _best_points: tuple[store.MetricPoint, ...] = ()
+    _gpu: deque = field(default_factory=lambda: deque(maxlen=HISTORY_SAMPLES))
+    _gpu_tuple: tuple[store.GpuSample, ...] = ()
 
-    def poll(self, pick: int | None = None, force: bool = False) -> Snapshot | None:
-        """A new snapshot, showing experiment `pick` (None: follow), or None when nothing changed."""
+    def poll(self, force: bool = False) -> Snapshot | None:
+        """A new snapshot, or None when nothing changed since the last one."""
         try:
-            snapshot = self._poll(pick, force)
+            snapshot = self._poll(force)
         except UserError as exc:
             self.close()
             snapshot = Snapshot(error=str(exc))
@@ -101,69 +129,94 @@ class StorePoller:
         self._last = snapshot
         return snapshot
 
+    def follow(self, tag: str | None) -> None:
+        """Show the run with tag from the next poll on (None: the latest run)."""
+        self.tag, self._data_version = tag, None
+
     def close(self) -> None:
-        """Close the connection (the next poll opens a new one)."""
+        """Close the connection (the next poll opens a new one and reads everything again)."""
         if self._conn is not None:
             self._conn.close()
-        self._conn, self._data_version, self._points_of = None, None, None
+        self._conn, self._data_version, self._run_id = None, None, None
 
-    def _poll(self, pick: int | None, force: bool) -> Snapshot | None:
+    def _poll(self, force: bool) -> Snapshot | None:
         if not self.path.is_file():
             self.close()
             return Snapshot(store_exists=False)
         if self._conn is None:
             self._conn = store.open_store(self.path, readonly=True)
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        if version == self._data_version and pick == self._last_pick and not force:
+        if version == self._data_version and not force:
             return None
         self._conn.execute("BEGIN")
         try:
-            snapshot = self._read(self._conn, pick)
+            snapshot = self._read(self._conn)
         finally:
             self._conn.execute("COMMIT")
-        self._data_version, self._last_pick = version, pick
+        self._data_version = version
         return snapshot
 
-    def _read(self, conn: sqlite3.Connection, pick: int | None) -> Snapshot:
-        experiments = tuple(store.list_experiments(conn))
-        chosen = next((e for e in experiments if e.id == pick), None) if pick is not None else None
-        selected = chosen or followed(experiments)
-        if selected is None:
-            return Snapshot()
+    def _read(self, conn: sqlite3.Connection) -> Snapshot:
+        run = store.run_by_tag(conn, self.tag) if self.tag else queries.latest_run(conn)
+        gpu = self._read_gpu(conn)
+        if run is None:
+            return Snapshot(gpu=gpu)
+        if run.id != self._run_id:
+            self._run_id, self._experiments, self._experiment_tuple, self._counts = run.id, {}, (), {}
+            self._live_id = self._best_id = None
+        experiments = self._read_experiments(conn, run.id)
+        running = [e for e in experiments if e.status in ACTIVE_STATUSES]
+        live = (running or list(experiments) or [None])[-1]
+        kept = [e for e in reversed(experiments) if e.status == "keep"]
+        best = kept[0] if kept else None
         return Snapshot(
-            experiments=experiments,
-            selected=selected,
-            following=chosen is None,
-            points=tuple(self._read_points(conn, selected.id)),
-            findings=tuple(store.list_findings(conn, selected.id)),
-            budget_s=self._run_budget(conn, selected.run_id),
+            run=run, experiments=experiments, counts=self._counts, live=live,
+            live_points=self._read_live_points(conn, live.id) if live else (),
+            best=best, best_points=self._read_best_points(conn, best.id) if best else (),
+            budget_s=policy_budget(run.policy_toml), gpu=gpu, spent_usd=store.spent_usd(conn, run.id),
+            model=queries.latest_model(conn, run.id) or configured_model(run),
         )
 
-    def _read_points(self, conn: sqlite3.Connection, experiment_id: int) -> list[store.MetricPoint]:
-        """The experiment's points: only the new ones are read, all of them when the count disagrees."""
-        if self._points_of != experiment_id:
-            self._points_of, self._points = experiment_id, []
-        since = self._points[-1].step + 1 if self._points else -(2**63)
-        self._points.extend(store.metric_points(conn, experiment_id, since_step=since))
-        count = conn.execute("SELECT COUNT(*) FROM metric_points WHERE experiment_id = ?", (experiment_id,))
-        if count.fetchone()[0] != len(self._points):
-            self._points = store.metric_points(conn, experiment_id, since_step=-(2**63))
-        return self._points
+    def _read_experiments(self, conn: sqlite3.Connection, run_id: int) -> tuple[store.Experiment, ...]:
+        ids = list(self._experiments)
+        unsettled = [i for i, e in self._experiments.items() if e.status in UNSETTLED_STATUSES]
+        first = min([*unsettled, *ids[-TAIL:]], default=EARLIEST)
+        changed = False
+        for experiment in queries.experiments_from(conn, run_id, first):
+            if self._experiments.get(experiment.id) != experiment:
+                self._experiments[experiment.id] = experiment
+                changed = True
+        if len(self._experiments) != queries.experiment_count(conn, run_id):  # one was deleted or missed
+            self._experiments = {e.id: e for e in queries.experiments_from(conn, run_id, EARLIEST)}
+            changed = True
+        if changed:
+            self._experiment_tuple = tuple(self._experiments.values())
+            self._counts = dict(Counter(e.status for e in self._experiment_tuple))
+        return self._experiment_tuple
 
-    def _run_budget(self, conn: sqlite3.Connection, run_id: int | None) -> float | None:
-        """The time budget in the policy of the experiment's run, if it has a run and the policy says."""
-        if run_id is None:
-            return None
-        if run_id not in self._budgets:
-            run = store.get_run(conn, run_id)
-            self._budgets[run_id] = policy_budget(run.policy_toml) if run else None
-        return self._budgets[run_id]
+    def _read_live_points(self, conn: sqlite3.Connection, experiment_id: int) -> tuple[store.MetricPoint, ...]:
+        if self._live_id != experiment_id:
+            self._live_id, self._live_points, self._live_tuple = experiment_id, [], ()
+        since = self._live_points[-1].step + 1 if self._live_points else EARLIEST
+        new = store.metric_points(conn, experiment_id, since_step=since)
+        self._live_points.extend(new)
+        if queries.point_count(conn, experiment_id) != len(self._live_points):
+            self._live_points, new = store.metric_points(conn, experiment_id, since_step=EARLIEST), [None]
+        if new:
+            self._live_tuple = tuple(self._live_points)
+        return self._live_tuple
 
+    def _read_best_points(self, conn: sqlite3.Connection, experiment_id: int) -> tuple[store.MetricPoint, ...]:
+        if self._best_id != experiment_id:
+            self._best_id = experiment_id
+            self._best_points = tuple(store.metric_points(conn, experiment_id, since_step=EARLIEST))
+        return self._best_points
 
-def policy_budget(policy_toml: str) -> float | None:
-    """`limits.time_budget_s` of a policy's TOML text, or None."""
-    try:
-        value = tomllib.loads(policy_toml).get("limits", {}).get("time_budget_s")
-    except (tomllib.TOMLDecodeError, AttributeError):
-        return None
-    return float(value) if isinstance(value, int | float) and value > 0 else None
+    def _read_gpu(self, conn: sqlite3.Connection) -> tuple[store.GpuSample, ...]:
+        after = self._gpu[-1].id if self._gpu else EARLIEST
+        new = queries.gpu_samples_after(conn, after, HISTORY_SAMPLES)
+        if new:
+            self._gpu.extend(new)
+            self._gpu_tuple = tuple(self._gpu)
+        return self._gpu_tuple
+

@@ -1,62 +1,116 @@
-"""The summary bar at the top: which workspace, how its experiments ended, the best trusted score."""
+"""The header: the run (tag, state, elapsed, agent, spend), its counts, and the best val_bpb with its gain.
+
+Its state is worked out at each redraw from the run's heartbeat and the injected clock, so a runner that
+dies shows as dead even though the store, with nobody writing, stays the same. It redraws once a second
+while a run is live (for the elapsed time), and otherwise only when the snapshot changes.
+"""
+
+from collections import Counter
+from collections.abc import Callable
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widget import Widget
 
-from autoresearch.runner.workspace import Workspace
 from autoresearch.tui import format as fmt
-from autoresearch.tui.snapshot import Snapshot, summarize
+from autoresearch.tui.snapshot import ACTIVE_STATUSES, CRASHED_STATUSES, Snapshot, heartbeat_age, run_state
+
+TICK_S = 1.0
 
 
-def summary_text(ws: Workspace, snapshot: Snapshot | None, width: int) -> Text:
-    """Two lines: the workspace and the best trusted val_bpb (6 decimals); then the counts."""
-    best = _best(snapshot)
-    scratch = " (scratch)" if ws.is_scratch else ""
-    room = max(width - len("autoresearch ") - len(scratch) - best.cell_len - 2, 10)
-    text = Text()
-    text.append("autoresearch ", style="bold")
-    text.append(fmt.short_path(ws.root, room) + scratch)
-    text.append(" " * max(width - text.cell_len - best.cell_len, 2))
-    text.append_text(best)
-    text.append("\n")
+def header_text(snapshot: Snapshot | None, now: float, width: int) -> Text:
+    """Two lines: run, state, elapsed, agent and dollars, then the best val_bpb; then the counts."""
     if snapshot is None:
-        return text.append("reading the store…", style="dim")
-    if snapshot.error:
-        return text.append("store unreadable", style="bold red")
-    s = summarize(snapshot.experiments)
-    counts = (("done", s.done, "bold"), ("ok", s.ok, "green"), ("crashed", s.crashed, "red"),
-              ("blocked", s.blocked, "magenta"), ("violation", s.violation, "bold red"),
-              ("running", s.running, "bold yellow"))
-    for index, (label, count, style) in enumerate(counts):
-        text.append(" · " if index else "")
-        text.append(f"{label} ")
-        text.append(str(count), style=style if count else "")
+        return Text("reading the store…", style="dim")
+    if snapshot.error or not snapshot.store_exists or snapshot.run is None:
+        word = "store unreadable" if snapshot.error else "no run yet"
+        return Text.assemble(("autoresearch ", "bold"), (word, "bold red" if snapshot.error else "dim"))
+    return _line(_run_parts(snapshot, now), _best(snapshot), width) + Text("\n") + _counts(snapshot, now, width)
+
+
+def _run_parts(snapshot: Snapshot, now: float) -> list[Text]:
+    run = snapshot.run
+    assert run is not None
+    state = run_state(run, now)
+    end = run.ended_at if state not in ("running", "paused", "dead") else None
+    end = end or (run.heartbeat_at if state == "dead" else None) or now
+    agent = snapshot.model or f"{run.agent} agent"
+    return [Text(run.tag, style="bold"), Text(state, style=fmt.RUN_STATE_STYLES.get(state, "bold")),
+            Text(fmt.duration(end - run.started_at)), Text(f"${snapshot.spent_usd:.2f}"), Text(agent, style="cyan")]
+
+
+def _best(snapshot: Snapshot) -> Text:
+    best, baseline = snapshot.best, snapshot.baseline
+    if best is None or best.val_bpb is None:
+        return Text("best val_bpb –", style="dim")
+    text = Text("best ").append(fmt.bpb(best.val_bpb), style="bold green")
+    if baseline is not None and baseline.val_bpb is not None and baseline.id != best.id:
+        text.append(f" {fmt.gain(baseline.val_bpb - best.val_bpb)}", style="green")
     return text
 
 
-def _best(snapshot: Snapshot | None) -> Text:
-    """`best val_bpb 0.997900 (#7)`: the lowest trusted score of an ok or kept experiment."""
-    best = summarize(snapshot.experiments).best if snapshot is not None else None
-    text = Text("best val_bpb ")
-    if best is None:
-        return text.append(fmt.MISSING, style="dim")
-    return text.append(fmt.bpb(best.val_bpb), style="bold green").append(f" (#{best.id})", style="dim")
+def _line(parts: list[Text], right: Text, width: int) -> Text:
+    """parts joined by two spaces on the left, right on the right; trailing parts dropped to fit."""
+    while parts:
+        left = Text("  ").join(parts)
+        if left.cell_len + right.cell_len + 2 <= width or len(parts) == 1:
+            return left + Text(" " * max(width - left.cell_len - right.cell_len, 2)) + right
+        parts = parts[:-1]
+    return right
 
 
-class SummaryBar(Static):
+def _counts(snapshot: Snapshot, now: float, width: int) -> Text:
+    """Why the run is not going (when it is not), then the counts by outcome; cut to width."""
+    statuses = Counter(snapshot.counts)
+    active = sum(statuses[s] for s in ACTIVE_STATUSES)
+    violations = statuses["violation"]
+    counts = (("done", len(snapshot.experiments) - active, "bold"), ("kept", statuses["keep"], "green"),
+              ("discarded", statuses["discard"], ""), ("crashed", sum(statuses[s] for s in CRASHED_STATUSES), "red"),
+              ("blocked", statuses["blocked"], "magenta"),
+              ("violation" if violations == 1 else "violations", violations, "bold red"))
+    text = _note(snapshot, now)
+    for index, (label, count, style) in enumerate(counts):
+        if count or index < 2:
+            text.append(" · " if text else "").append(str(count), style=style if count else "").append(f" {label}")
+    text.truncate(width, overflow="ellipsis")
+    return text
+
+
+def _note(snapshot: Snapshot, now: float) -> Text:
+    """Why the run is not going: dead (and how long since its heartbeat), or the note it ended with."""
+    run = snapshot.run
+    assert run is not None
+    state = run_state(run, now)
+    if state == "dead":
+        age = heartbeat_age(run, now)
+        since = f" {fmt.duration(age)} ago" if age is not None else ""
+        return Text(f"runner died (last heartbeat{since}): n resumes it", style="bold red")
+    if state == "running" or not run.note:
+        return Text()
+    return Text(f"{state}: {run.note}", style="dim")
+
+
+class SummaryBar(Widget):
     """The two header lines."""
 
     DEFAULT_CSS = "SummaryBar { height: 2; padding: 0 1; background: $panel; }"
 
-    def __init__(self, ws: Workspace, **kwargs) -> None:
+    def __init__(self, clock: Callable[[], float], **kwargs) -> None:
         super().__init__(**kwargs)
-        self.ws = ws
+        self.clock = clock
         self._snapshot: Snapshot | None = None
 
-    def show(self, snapshot: Snapshot) -> None:
-        if snapshot != self._snapshot:
-            self._snapshot = snapshot
-            self.update(summary_text(self.ws, snapshot, self.size.width - 2))
+    def on_mount(self) -> None:
+        self.set_interval(TICK_S, self._tick)
 
-    def on_resize(self) -> None:
-        self.update(summary_text(self.ws, self._snapshot, self.size.width - 2))
+    def show(self, snapshot: Snapshot) -> None:
+        if snapshot is not self._snapshot:
+            self._snapshot = snapshot
+            self.refresh()
+
+    def _tick(self) -> None:
+        run = self._snapshot.run if self._snapshot else None
+        if run is not None and run.state in ("running", "paused"):
+            self.refresh()
+
+    def render(self) -> Text:
+        return header_text(self._snapshot, self.clock(), self.content_region.width)
