@@ -1,6 +1,8 @@
 """The `autoresearch` command line: one sub-command per job, each a thin call into a module."""
 
 import argparse
+import errno
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -320,6 +322,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autoresearch: interrupted", file=sys.stderr)
         return 130
+    except (OSError, sqlite3.OperationalError) as exc:
+        problem = storage_problem(exc)
+        if problem is None:
+            raise
+        print(f"autoresearch: {problem} ({exc}): free some space or fix the disk, then run the command again; "
+              "everything recorded so far is intact (each record is one SQLite transaction)", file=sys.stderr)
+        return 1
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """What to call a failure of the disk under the store or the logs; None for any other error."""
+    if disk_full(exc):
+        return "the disk is full"
+    if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_IOERR"):
+        return "the store cannot be written (is the disk full?)"
+    return None
+
+
+def disk_full(exc: BaseException) -> bool:
+    """ENOSPC from the OS, or SQLite's SQLITE_FULL."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
 
 
 if __name__ == "__main__":

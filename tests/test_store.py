@@ -1,5 +1,6 @@
 """The store on real SQLite files: migrations, one writer and many readers, crash safety, and audit."""
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -15,6 +16,7 @@ import pytest
 
 from autoresearch.runner import store
 from autoresearch.runner.audit import audit
+from autoresearch.runner.cli import disk_full, main
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.experiment import Timings
 from autoresearch.runner.findings import Finding
@@ -445,3 +447,57 @@ def test_audit_json_is_one_complete_document(writer, capsys):
     assert findings[0]["message"] == "imports socket \x1b[2J"
     assert set(findings[1]) == {"id", "experiment_id", "run_id", "commit_sha", "status", "rule_id", "severity",
                                 "action", "message", "evidence", "recorded_at"}
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs: a real full disk (needs root to mount; CI runs as root)."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_a_full_disk_fails_the_write_and_keeps_every_committed_row(tiny_disk):
+    path = tiny_disk / "store.db"
+    conn = store.open_store(path)
+    created = []
+    with pytest.raises(sqlite3.OperationalError) as full:
+        for _ in range(100_000):
+            experiment = store.create_experiment(conn, run_id=None, description="x" * 2000)
+            created.append(experiment)
+    assert full.value.sqlite_errorname == "SQLITE_FULL"
+    assert disk_full(full.value)
+    conn.close()
+    reader = store.open_store(path, readonly=True)
+    assert reader.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert [e.id for e in store.list_experiments(reader)] == created
+    reader.close()
+
+
+def test_the_cli_says_the_disk_is_full_in_one_line_and_loses_nothing(tiny_disk, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tiny_disk))  # the scratch workspace and its store live there
+    monkeypatch.chdir(tmp_path)
+    blocked = tmp_path / "train.py"
+    blocked.write_text("import subprocess\nsubprocess.run(['true'])\n")  # blocked before it runs: no Docker
+    assert main(["try", str(blocked)]) == 1
+    with contextlib.suppress(OSError), open(tiny_disk / "ballast", "wb") as ballast:  # fill it to the last byte
+        while True:
+            ballast.write(b"\0" * 4096)
+            ballast.flush()
+    capsys.readouterr()
+    for _ in range(20):  # SQLite may still fit a row in a free page: write until the disk is truly full
+        code = main(["try", str(blocked)])
+        err = capsys.readouterr().err
+        if "everything recorded so far is intact" in err:
+            break
+    assert code == 1 and "full" in err and err.count("\n") == 1
+    (tiny_disk / "ballast").unlink()
+    reader = store.open_store(tiny_disk / "scratch" / ".autoresearch" / "store.db", readonly=True)
+    assert reader.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert store.list_experiments(reader)[0].status == "blocked"
+    reader.close()
