@@ -36,7 +36,11 @@ def chart_text(experiments: tuple[Experiment, ...], width: int, height: int) -> 
     if not scored or plot_width < 4 or plot_height < 1:
         return None
     lo = min(e.val_bpb for e in scored)  # type: ignore[type-var]
-    hi = max(line[0][1] if line else lo, lo)
+    baseline = max(line[0][1] if line else lo, lo)
+    worst = max(e.val_bpb for e in scored)  # type: ignore[type-var]
+    # Worse experiments show too, but a wild one cannot squash the frontier: at most as far above the
+    # baseline as the frontier has come down (or 1% of it), above that they are off the chart.
+    hi = max(baseline, min(worst, baseline + max(baseline - lo, 0.01 * baseline)))
     pad = (hi - lo) * 0.1 or max(abs(hi) * 0.01, 0.001)
     y_range = (lo - pad, hi + pad)
     x_range = (float(experiments[0].seq), float(max(experiments[-1].seq, experiments[0].seq + 1)))
