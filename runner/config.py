@@ -18,7 +18,6 @@ or out of range is a UserError naming the file and the line, so a typo never sil
 a default.
 """
 
-import json
 import re
 import tomllib
 import types
@@ -33,6 +32,7 @@ from autoresearch.runner.agents.base import AgentSettings
 from autoresearch.runner.data import SOURCES
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.images import FLAVORS
+from autoresearch.runner.policy import toml_spelling
 
 AGENTS = ("claude", "sweep", "replay")
 
@@ -166,7 +166,7 @@ class _Reader:
             if section not in SECTIONS:
                 self.fail(section, None, f"unknown key {section!r} outside any section (sections: {known})")
             if not isinstance(table, dict):
-                self.fail(section, None, f"[{section}] must be a table, got {_show(table)}")
+                self.fail(section, None, f"[{section}] must be a table, got {toml_spelling(table)}")
         values = {}
         for (section, key), name in SINGLE_KEYS.items():
             table = self.table(doc, section, (key,))
@@ -195,17 +195,17 @@ class _Reader:
             return None
         if name == "ids":
             if not (isinstance(value, list) and all(_fits(item, "str") or _fits(item, "int") for item in value)):
-                self.fail(section, key, f"{where} must be a list of GPU UUIDs or indexes, got {_show(value)}")
+                self.fail(section, key, f"{where} must be a list of GPU UUIDs or indexes, got {toml_spelling(value)}")
             return [str(item) for item in value]
         if not _fits(value, name):
             unset = " or false" if optional else ""
-            self.fail(section, key, f"{where} must be {EXPECTED[name]}{unset}, got {_show(value)}")
+            self.fail(section, key, f"{where} must be {EXPECTED[name]}{unset}, got {toml_spelling(value)}")
         choices = CHOICES.get((section, key))
         if choices and value not in choices:
-            self.fail(section, key, f"{where} must be one of {', '.join(choices)}, got {_show(value)}")
+            self.fail(section, key, f"{where} must be one of {', '.join(choices)}, got {toml_spelling(value)}")
         if name in ("int", "number") and (value <= 0 if (section, key) in POSITIVE else value < 0):
             bound = "greater than 0" if (section, key) in POSITIVE else "0 or more"
-            self.fail(section, key, f"{where} must be {bound}, got {_show(value)}")
+            self.fail(section, key, f"{where} must be {bound}, got {toml_spelling(value)}")
         return float(value) if name == "number" else value
 
     def fail(self, section: str, key: str | None, problem: str) -> NoReturn:
@@ -244,12 +244,3 @@ def _fits(value: Any, kind: str) -> bool:
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, {"str": str, "bool": bool}[kind])
-
-
-def _show(value: Any) -> str:
-    """value as TOML would spell it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a table"
-    return json.dumps(value, default=str)

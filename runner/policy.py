@@ -256,7 +256,7 @@ def _rule(label: str, rule_id: str, entry: Any) -> RuleConfig:
 
 def _table(label: str, where: str, value: Any) -> dict:
     if not isinstance(value, dict):
-        _fail(label, where, f"expected a table, got {_show(value)}")
+        _fail(label, where, f"expected a table, got {toml_spelling(value)}")
     return value
 
 
@@ -274,14 +274,14 @@ def _check_keys(label: str, where: str | None, table: dict, known: tuple[str, ..
 
 def _choice(label: str, where: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices or not isinstance(value, str):
-        _fail(label, where, f"expected one of {', '.join(choices)}, got {_show(value)}")
+        _fail(label, where, f"expected one of {', '.join(choices)}, got {toml_spelling(value)}")
     return value
 
 
 def _value(label: str, where: str, value: Any, kind: str) -> Any:
     """value checked against kind (numbers become floats where kind is "number")."""
     if not _fits(value, kind):
-        _fail(label, where, f"expected {EXPECTED[kind]}, got {_show(value)}")
+        _fail(label, where, f"expected {EXPECTED[kind]}, got {toml_spelling(value)}")
     return float(value) if kind == "number" else value
 
 
@@ -308,7 +308,7 @@ def _compiles(pattern: str) -> bool:
     return True
 
 
-def _show(value: Any) -> str:
+def toml_spelling(value: Any) -> str:
     """value as TOML would spell it."""
     if isinstance(value, bool):
         return "true" if value else "false"
