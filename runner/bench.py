@@ -39,6 +39,7 @@ def run_task_bench(runs: int = 3, budget_s: float = 20.0, as_json: bool = False)
     data = prepare_data(task_dir, "offline", "cpu")
     samples: list[Timings] = []
     scores = []
+    reported = []  # train.py's own summary of each run: steps, tokens, MFU
     with tempfile.TemporaryDirectory(prefix="autoresearch-bench-") as tmp:
         for i in range(runs):
             outcome = run_experiment(
@@ -49,11 +50,12 @@ def run_task_bench(runs: int = 3, budget_s: float = 20.0, as_json: bool = False)
                 raise UserError(f"bench run {i + 1} ended with {outcome.status}: {outcome.reason}")
             samples.append(outcome.timings)
             scores.append(outcome.val_bpb)
+            reported.append(outcome.reported)
             if not as_json:
                 print(f"run {i + 1}/{runs}: val_bpb {outcome.val_bpb:.4f}, total {outcome.timings.total:.1f}s")
     medians = {key: statistics.median(getattr(t, key) for t in samples) for key in PHASES}
     report = {"runs": runs, "budget_s": budget_s, "median_seconds": medians, "val_bpb": scores,
-              "samples": [asdict(t) for t in samples]}
+              "reported": reported, "samples": [asdict(t) for t in samples]}
     if as_json:
         print(json.dumps(report))
     else:
