@@ -15,7 +15,9 @@ import pygit2
 import pytest
 
 from autoresearch.runner import gitrepo, report, store
+from autoresearch.runner.config import load_config
 from autoresearch.runner.init import init_workspace
+from autoresearch.runner.loop import keep_threshold
 from autoresearch.runner.sandbox import LABEL
 from autoresearch.runner.trial import workspace_labels
 from tests.agents.fake_api import FakeMessagesAPI, Reply, error_body, ok, tool_use
@@ -276,3 +278,23 @@ def test_the_docker_engine_going_away_mid_experiment_loses_nothing(workspace, do
     mine = [f"{k}={v}" for k, v in workspace_labels(workspace).items()]
     assert not docker_client.containers.list(
         all=True, filters={"label": [LABEL, *mine, f"autoresearch.experiment={interrupted.id}"]})
+
+
+def test_noise_repeats_the_baseline_with_seeds_and_sets_the_keep_threshold(workspace):
+    done = autoresearch(workspace, "noise", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "seed 1: val_bpb" in done.stdout and "seed 2: val_bpb" in done.stdout
+    repeats = experiments(workspace)
+    assert [e.description.split()[-2:] for e in repeats] == [["seed", "1"], ["seed", "2"]]
+    assert all(e.run_id is None and e.status == "ok" for e in repeats)
+    conn = store.open_store(workspace / ".autoresearch" / "store.db", readonly=True)
+    noise = store.latest_noise(conn)
+    conn.close()
+    values = [e.val_bpb for e in repeats]
+    assert noise.values_json == values and noise.mean_bpb == pytest.approx(sum(values) / 2)
+    assert noise.std_bpb == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    config = load_config(workspace / "autoresearch.toml").keep
+    conn = store.open_store(workspace / ".autoresearch" / "store.db", readonly=True)
+    assert keep_threshold(conn, config) == max(config.threshold, config.noise_multiplier * noise.std_bpb)
+    conn.close()
+    assert autoresearch(workspace, "noise", "1").returncode == 2  # one run has no spread
