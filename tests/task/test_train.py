@@ -39,5 +39,6 @@ def test_cpu_profile_prints_progress_and_summary_and_hands_over(prepare, offline
                 "total_tokens_M", "num_steps", "num_params_M", "depth"):
         assert key in summary, key
     assert summary["num_steps"] == points[-1].step
-    result = prepare.evaluate(tmp_path / "out" / "model.pt2", offline_data, "val")
+    result = prepare.evaluate(tmp_path / "out", offline_data, "val")
     assert result["status"] == "ok" and result["causality_leak"] < 1e-4
+    assert os.listdir(tmp_path / "out") == ["model.graph"]
