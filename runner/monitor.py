@@ -1,4 +1,4 @@
-"""Watching a running container from the host: GPU through NVML, CPU and memory through psutil.
+"""Watching a running container from the host: GPU through NVML, CPU through its cgroup, memory through psutil.
 
 The monitor samples about twice a second, in a thread, while one phase's container runs. It finds
 the container's processes as the descendants of its init process (host PIDs), so it sees exactly the
@@ -9,14 +9,19 @@ reports the processes' CPU and resident memory, and says so (kind "psutil"). Eit
 watched memory passes the cap, or the files the container may write (the hand-over folder, its
 train.py) grow past their cap, it calls `kill` once with the reason ("memory_cap", "disk_cap"). On a
 machine without a GPU the memory cap applies to resident memory: the same enforcement path, simulated.
+
+GPU or not, it also counts the container's CPU seconds (`Usage.cpu_seconds`) from the container's own
+cgroup (cgroup v2 cpu.stat, or v1 cpuacct.usage): the kernel's count of every process the container
+ever ran, exited ones included. Where no cgroup of the container's own is readable it falls back to
+psutil's sum over the processes it saw, and `Usage.note` says which.
 """
 
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import psutil
 
@@ -49,6 +54,7 @@ class Usage:
     note: str
     samples: list[Sample] = field(default_factory=list)
     busy_seconds: float = 0.0  # GPU-busy seconds (nvml) or CPU seconds of the processes (psutil)
+    cpu_seconds: float = 0.0  # the container's CPU seconds, GPU or not (cgroup, else psutil: see note)
     peak_mem_mb: float = 0.0  # peak memory of the container's processes (VRAM with nvml, RSS with psutil)
     limit_hit: str | None = None  # "memory_cap" or "disk_cap", when the monitor had the container killed
     peak_disk_bytes: int = 0
@@ -61,6 +67,75 @@ def container_processes(init_pid: int) -> list[psutil.Process]:
         return [init, *init.children(recursive=True)]
     except psutil.Error:
         return []
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_ROOT = Path("/proc")
+
+
+@dataclass(frozen=True)
+class CgroupCpu:
+    """A cgroup's CPU-time counter: cpu.stat's usage_usec (v2) or cpuacct.usage in nanoseconds (v1)."""
+
+    version: int
+    path: str  # the cgroup as /proc/<pid>/cgroup names it, e.g. /system.slice/docker-<id>.scope
+    file: Path
+
+    def seconds(self) -> float | None:
+        """CPU seconds of every process the cgroup ever held; None once it is gone or unreadable."""
+        try:
+            text = self.file.read_text()
+        except OSError:
+            return None
+        return _cpuacct_seconds(text) if self.version == 1 else _cpu_stat_seconds(text)
+
+
+def _cpu_stat_seconds(text: str) -> float | None:
+    """usage_usec of a v2 cpu.stat, in seconds."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec" and value.strip().isdigit():
+            return int(value) / 1e6
+    return None
+
+
+def _cpuacct_seconds(text: str) -> float | None:
+    """A v1 cpuacct.usage (nanoseconds), in seconds."""
+    return int(text) / 1e9 if text.strip().isdigit() else None
+
+
+def cgroup_cpu_counters(pid: int, cgroup_root: Path = CGROUP_ROOT, proc_root: Path = PROC_ROOT) -> list[CgroupCpu]:
+    """The readable CPU counters of pid's cgroups, in /proc/<pid>/cgroup's order; [] when none is."""
+    try:
+        lines = (proc_root / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    return [counter for counter in _counters(lines, cgroup_root) if counter.seconds() is not None]
+
+
+def _counters(lines: list[str], root: Path) -> Iterator[CgroupCpu]:
+    """Where each hierarchy of /proc/<pid>/cgroup lines ("id:controllers:path") keeps its CPU counter."""
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        parts = PurePosixPath(path).parts
+        if parts[:1] != ("/",) or ".." in parts:
+            continue  # outside this cgroup namespace's view of the hierarchy
+        if hierarchy == "0" and not controllers:
+            yield CgroupCpu(2, path, root.joinpath(*parts[1:], "cpu.stat"))
+        elif "cpuacct" in controllers.split(","):
+            for mount in dict.fromkeys((controllers, "cpuacct")):  # e.g. cpu,cpuacct/ or cpuacct/
+                yield CgroupCpu(1, path, root.joinpath(mount, *parts[1:], "cpuacct.usage"))
+
+
+def open_cgroup(pid: int, cgroup_root: Path, proc_root: Path) -> tuple[CgroupCpu | None, str]:
+    """The container's own CPU counter, or None and why its CPU seconds come from psutil instead."""
+    counters = cgroup_cpu_counters(pid, cgroup_root, proc_root)
+    own = next((counter for counter in counters if counter.path != "/"), None)
+    if own is not None:
+        return own, f"CPU seconds from cgroup v{own.version} {own.path}"
+    reason = "the container is in the root cgroup, which counts the whole machine" if counters else "no cgroup"
+    return None, f"CPU seconds from psutil ({reason})"
 
 
 class NvmlDevice:
@@ -114,20 +189,31 @@ def open_gpu(uuid: str | None) -> tuple[NvmlDevice | None, str]:
 
 def read_cpu(processes: list[psutil.Process]) -> tuple[Sample, float]:
     """A psutil sample of the processes, and their total CPU seconds so far."""
-    rss, cpu_seconds, cpu_percent = 0, 0.0, 0.0
+    rss, cpu_percent = 0, 0.0
     for proc in processes:
         try:
             with proc.oneshot():
                 rss += proc.memory_info().rss
-                times = proc.cpu_times()
-                cpu_seconds += times.user + times.system
                 cpu_percent += proc.cpu_percent()
         except psutil.Error:
             continue
+    cpu_seconds = cpu_seconds_of(processes)
     vm = psutil.virtual_memory()
     sample = Sample(time.time(), "cpu", "psutil", cpu_percent, (vm.total - vm.available) / 2**20,
                     vm.total / 2**20, rss / 2**20)
     return sample, cpu_seconds
+
+
+def cpu_seconds_of(processes: list[psutil.Process]) -> float:
+    """CPU seconds of the processes and of the children they reaped (a child that exited still counts)."""
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def bytes_under(paths: list[Path]) -> int:
@@ -153,13 +239,17 @@ class Monitor:
     def __init__(self, init_pid: int, gpu_uuid: str | None, kill: Callable[[str], None], *,
                  mem_cap_mb: float | None = None, disk_paths: tuple[Path, ...] = (), disk_cap_bytes: int = 0,
                  on_sample: Callable[[Sample], None] | None = None, interval_s: float = 0.5,
-                 cancel: threading.Event | None = None):
-        """cancel: set by the runner to kill the container at the next sample (the user skipped it)."""
+                 cancel: threading.Event | None = None, cgroup_root: Path = CGROUP_ROOT, proc_root: Path = PROC_ROOT):
+        """cancel: set by the runner to kill the container at the next sample (the user skipped it).
+
+        cgroup_root, proc_root: the host's cgroup hierarchy and /proc (tests pass fake ones).
+        """
         self.init_pid, self.kill, self.on_sample, self.interval_s = init_pid, kill, on_sample, interval_s
         self.cancel = cancel
         self.mem_cap_mb, self.disk_paths, self.disk_cap_bytes = mem_cap_mb, list(disk_paths), disk_cap_bytes
         self.gpu, note = open_gpu(gpu_uuid)
-        self.usage = Usage(kind="nvml" if self.gpu else "psutil", note=note)
+        self.cgroup, cpu_note = open_cgroup(init_pid, cgroup_root, proc_root)
+        self.usage = Usage(kind="nvml" if self.gpu else "psutil", note=f"{note}; {cpu_note}")
         self._tracked: dict[int, psutil.Process] = {}  # kept so CPU seconds of exited children still count
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="monitor", daemon=True)
@@ -169,10 +259,11 @@ class Monitor:
         return self
 
     def stop(self) -> Usage:
-        """Stop sampling (idempotent) and return what was measured."""
+        """Stop sampling (idempotent), take a last CPU reading and return what was measured."""
         if not self._stop.is_set():
             self._stop.set()
             self._thread.join(timeout=5)
+            self._count_cpu()
             if self.gpu:
                 self.gpu.close()
         return self.usage
@@ -191,11 +282,21 @@ class Monitor:
                 sample, cpu_seconds = read_cpu(live)
                 self.usage.busy_seconds = max(self.usage.busy_seconds, cpu_seconds)
             last = now
+            self._count_cpu()
             self._record(sample)
             self._check_disk()
             if self.cancel is not None and self.cancel.is_set():
                 self.kill(SKIPPED)
             self._stop.wait(self.interval_s)
+
+    def _count_cpu(self) -> None:
+        """Raise cpu_seconds to the latest reading; a cgroup or processes already gone keep the last one."""
+        if self.cgroup is not None:
+            seconds = self.cgroup.seconds()
+        else:
+            seconds = cpu_seconds_of([proc for proc in list(self._tracked.values()) if proc.is_running()])
+        if seconds is not None:
+            self.usage.cpu_seconds = max(self.usage.cpu_seconds, seconds)
 
     def _record(self, sample: Sample) -> None:
         self.usage.samples.append(sample)

@@ -49,8 +49,6 @@ class Limits:
     log_max_bytes: int
     gpu_memory_cap_mb: int
     metric_tolerance_bpb: float
-    gpu_busy_factor: float
-    gpu_busy_allowance_s: float
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,8 @@ RULE_PARAMS: dict[str, dict[str, str]] = {
     "static.forbidden_import": {"modules": "strings"},
     "static.suspicious_import": {"modules": "strings"},
     "static.dynamic_code": {"names": "strings"},
-    "static.reflection": {"identifiers": "strings", "names": "strings"},
+    "static.reflection": {"allowed_dunders": "strings", "identifiers": "strings", "names": "strings",
+                          "attribute_functions": "strings"},
     "static.prepare_tamper": {"protected": "strings", "calls": "strings", "env": "strings"},
     "static.prepare_shadow": {},
     "static.data_paths": {"substrings": "strings", "patterns": "regexes", "splits": "strings",
@@ -101,9 +100,11 @@ RULE_PARAMS: dict[str, dict[str, str]] = {
     "static.fake_metric": {"keys": "strings"},
     "dynamic.metric_mismatch": {},
     "dynamic.metric_implausible": {"ratio": "number"},
-    "dynamic.gpu_time": {},
-    "dynamic.wall_time": {"factor": "number", "startup_allowance_cpu_s": "number",
-                          "startup_allowance_cuda_s": "number"},
+    "dynamic.overhead": {"factor": "number", "slack_s": "number", "first_run_floor_cpu_s": "number",
+                         "first_run_floor_gpu_s": "number", "first_run_fraction": "number",
+                         "first_run_cap_s": "number"},
+    "dynamic.training_span": {"factor": "number", "slack_s": "number"},
+    "dynamic.compute": {"rate_factor": "number", "slack_s": "number"},
     "dynamic.reported_time": {"factor": "number", "slack_s": "number"},
     "dynamic.vram_cap": {"kill_reasons": "strings"},
     "dynamic.tamper": {},

@@ -3,11 +3,19 @@
 The checks work on the AST. Names are resolved through imports and simple aliases (`import os as o`,
 `from os import system`, `run = os.system`, `getattr(os, "system")`), so rules match dotted names such as
 `os.system` however the source spells them. prepare.py's own imports are reachable through it
-(`prepare.os.system`), so a name reached as `prepare.<x>` is matched as `<x>` too.
+(`prepare.os.system`), so a name reached as `prepare.<x>` is matched as `<x>` too, and so is a standard
+module reached through any other one (`torch.os.system` is `os.system`, `torch.builtins` is `builtins`).
 
-Static analysis of Python is never complete (`getattr(os, "sys" + "tem")` goes unseen): the sandbox
-is the boundary that holds. These rules stop the obvious attempts before they cost an experiment and
-leave evidence (line, column, the source line) of what was tried.
+Reflection is closed generically rather than trick by trick: a dunder name (`__x__`) off a short allow
+list is blocked wherever it is spelled (attribute, name, import, keyword, match pattern, a word of a
+string literal), and so are frame and traceback attributes, getattr-like calls whose attribute names are
+not literals (or getattr passed on as a value), class patterns matched by position (`__match_args__`
+names attributes), star imports (they hide names) and the functions that hand out namespaces or frames
+(`vars`, `globals`, `sys.modules`, `inspect.getmembers`). A string annotation is checked as the code it is.
+
+Static analysis of Python is never complete: the sandbox is the boundary that holds. These rules stop
+the obvious attempts before they cost an experiment and leave evidence (line, column, the source line)
+of what was tried.
 """
 
 import ast
@@ -15,6 +23,7 @@ import builtins
 import codecs
 import io
 import re
+import sys
 import tokenize
 from collections.abc import Iterable, Iterator
 from fnmatch import fnmatchcase
@@ -24,6 +33,14 @@ from autoresearch.runner.policy import Policy
 
 TASK_MODULE = "prepare"
 ROOT_NAMES = frozenset(dir(builtins)) | {"__file__", "__builtins__"}  # names that need no import
+STDLIB = frozenset(sys.stdlib_module_names)
+WORD = re.compile(r"\w+")  # the identifiers a string literal may spell
+REFLECTION = "static.reflection"
+ATTRIBUTE_ARGS = {  # where a getattr-like function takes attribute names: positions and keywords
+    "functools.wraps": ((1, 2), ("assigned", "updated")),
+    "functools.update_wrapper": ((2, 3), ("assigned", "updated")),
+}
+GETATTR_ARGS = ((1,), ())  # getattr, setattr, delattr and any function not above: the second argument
 ENVIRON = frozenset({"os.environ", "os.environb"})
 ENV_READERS = frozenset({"os.getenv", "os.getenvb"})
 ENV_WRITERS = frozenset({"os.putenv", "os.unsetenv"})
@@ -216,8 +233,18 @@ class _Names:
 
 
 def _variants(name: str) -> list[str]:
-    prefix = TASK_MODULE + "."
-    return [name, name.removeprefix(prefix)] if name.startswith(prefix) else [name]
+    """name, without `prepare.`, and from each standard module it reaches through another one on (`random._os`)."""
+    parts = name.split(".")
+    variants = [name, ".".join(parts[1:])] if parts[0] == TASK_MODULE and len(parts) > 1 else [name]
+    for i in range(1, len(parts)):
+        module = parts[i] if parts[i] in STDLIB else parts[i].lstrip("_")
+        if module in STDLIB:
+            variants.append(".".join([module, *parts[i + 1:]]))
+    return list(dict.fromkeys(variants))
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
 def _import_bindings(node: ast.Import | ast.ImportFrom) -> dict[str, str]:
@@ -250,6 +277,7 @@ class _Checker(ast.NodeVisitor):
 
     def run(self) -> None:
         self.visit(self.tree)
+        self._check_string_annotations()
         self._check_shadowing()
 
     # -- reporting ------------------------------------------------------------------------------------
@@ -273,10 +301,17 @@ class _Checker(ast.NodeVisitor):
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         self._check_imports(node)
-        if node.module == TASK_MODULE and any(a.name == "*" for a in node.names):
-            self.report("static.prepare_shadow", node, "star import from prepare: any name may shadow it")
+        if any(a.name == "*" for a in node.names):
+            module = "." * node.level + (node.module or "")
+            self.report(REFLECTION, node, f"star import from {module}: the names it binds are hidden from the rules",
+                        name=module)
+            if node.module == TASK_MODULE:
+                self.report("static.prepare_shadow", node, "star import from prepare: any name may shadow it")
 
     def _check_imports(self, node: ast.Import | ast.ImportFrom) -> None:
+        for alias in node.names:
+            for name in [*alias.name.split("."), alias.asname or ""]:
+                self._check_identifier(node, name, f"imports {name}")
         for alias, names in _imported_names(node):
             self._check_modules(alias, names, "imports")
             self._check_names(alias, names)
@@ -294,14 +329,12 @@ class _Checker(ast.NodeVisitor):
     # -- names ----------------------------------------------------------------------------------------
 
     def visit_Name(self, node: ast.Name) -> None:
-        if node.id in self.param("static.reflection", "identifiers"):
-            self.report("static.reflection", node, f"uses {node.id}", name=node.id)
+        self._check_identifier(node, node.id, f"uses {node.id}")
         if isinstance(node.ctx, ast.Load):
             self._check_reference(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if node.attr in self.param("static.reflection", "identifiers"):
-            self.report("static.reflection", node, f"uses .{node.attr}", name=node.attr)
+        self._check_identifier(node, node.attr, f"uses .{node.attr}")
         if isinstance(node.ctx, ast.Load):
             self._check_reference(node)
             self._check_chain(node)
@@ -315,6 +348,7 @@ class _Checker(ast.NodeVisitor):
         if not names:
             return
         self._check_names(node, names)
+        self._check_attribute_function(node, names)
         if ENVIRON & set(names):
             self._check_environ(node)
 
@@ -339,6 +373,79 @@ class _Checker(ast.NodeVisitor):
     def _is_listed_module(self, names: list[str]) -> bool:
         rules = ("static.forbidden_import", "static.suspicious_import")
         return any(_module_match(names, self.param(rule_id, "modules")) for rule_id in rules)
+
+    # -- reflection -----------------------------------------------------------------------------------
+
+    def _check_identifier(self, node: ast.AST, name: str, message: str) -> None:
+        """A dunder off the allow list, or a listed identifier (frames, tracebacks, generators), however spelled."""
+        if name in self.param(REFLECTION, "identifiers") or (
+                _is_dunder(name) and name not in self.param(REFLECTION, "allowed_dunders")):
+            self.report(REFLECTION, node, message, name=name)
+
+    def _check_attribute_function(self, node: ast.AST, names: list[str]) -> None:
+        """getattr-like functions: only called directly, with literal attribute names (checked as strings)."""
+        function = _matches(names, self.param(REFLECTION, "attribute_functions"))
+        if function is None:
+            return
+        call = self.parents.get(node)
+        if not (isinstance(call, ast.Call) and call.func is node):
+            self.report(REFLECTION, node, f"passes {function} on as a value", name=function)
+            return
+        unknown = next((arg for arg in _attribute_args(call, function) if not _literal_names(arg)), None)
+        if unknown is not None:
+            self.report(REFLECTION, call, f"calls {function} with attribute names that are not literals",
+                        name=function, argument=_cut(ast.unparse(unknown)))
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+        if not isinstance(self.parents.get(node), ast.ClassDef):  # methods: __init__, __call__, __repr__
+            self._check_identifier(node, node.name, f"defines {node.name}")
+        self.generic_visit(node)
+
+    visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        self._check_identifier(node, node.name or "", f"binds {node.name}")
+        self.generic_visit(node)
+
+    def visit_keyword(self, node: ast.keyword) -> None:
+        self._check_identifier(node, node.arg or "", f"passes {node.arg}=")
+        self.generic_visit(node)
+
+    def visit_MatchClass(self, node: ast.MatchClass) -> None:
+        for name in node.kwd_attrs:
+            self._check_identifier(node, name, f"matches on .{name}")
+        if node.patterns:
+            spelled = _cut(ast.unparse(node.cls))
+            self.report(REFLECTION, node, f"matches {spelled}(...) by position, reading the attributes its "
+                        "__match_args__ names (match by keyword)", name=spelled)
+        self.generic_visit(node)
+
+    def visit_MatchAs(self, node: ast.MatchAs | ast.MatchStar) -> None:
+        self._check_identifier(node, node.name or "", f"binds {node.name}")
+        self.generic_visit(node)
+
+    visit_MatchStar = visit_MatchAs
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
+        self._check_identifier(node, node.rest or "", f"binds {node.rest}")
+        self.generic_visit(node)
+
+    def _check_string_annotations(self) -> None:
+        """A string annotation is code to whoever evaluates it (typing, functools.singledispatch): check it as code."""
+        pending = [annotation for node in ast.walk(self.tree) for annotation in _annotations(node)]
+        while pending:
+            for literal in [node for node in ast.walk(pending.pop()) if _const_str(node) is not None]:
+                parsed = _parse_annotation(literal)
+                if parsed is not None and not _is_dotted_name(parsed):  # a name only looks a name up
+                    self.parents.update({child: parent for parent in ast.walk(parsed)
+                                         for child in ast.iter_child_nodes(parent)})
+                    self.visit(parsed)
+                    pending.append(parsed)  # a string inside a string annotation is evaluated in turn
+
+    def _check_words(self, node: ast.AST, text: str) -> None:
+        """A string literal is a name once getattr, a dict or str.format reads it: its words are checked."""
+        for word in dict.fromkeys(WORD.findall(text)):
+            self._check_identifier(node, word, f"names {word} in a string")
 
     # -- stores into protected objects ------------------------------------------------------------------
 
@@ -512,6 +619,7 @@ class _Checker(ast.NodeVisitor):
 
     def _check_literal(self, node: ast.AST, text: str) -> None:
         self._check_fake_metric(node, text)
+        self._check_words(node, text)
         rule = "static.data_paths"
         hit = next((s for s in self.param(rule, "substrings") if s in text), None)
         hit = hit or next((p for p in self.param(rule, "patterns") if re.search(p, text)), None)
@@ -539,6 +647,48 @@ class _Checker(ast.NodeVisitor):
             if name in watched and not _rebinds_same(node, name, watched[name]):
                 self.report("static.prepare_shadow", node, f"rebinds {name}, imported from prepare",
                             name=name)
+
+
+def _attribute_args(call: ast.Call, function: str) -> list[ast.expr]:
+    """The arguments of a getattr-like call that name attributes; a starred one may be any of them."""
+    positions, keywords = ATTRIBUTE_ARGS.get(function, GETATTR_ARGS)
+    args = [arg for i, arg in enumerate(call.args) if i in positions or isinstance(arg, ast.Starred)]
+    return args + [k.value for k in call.keywords if k.arg in keywords or k.arg is None]
+
+
+def _literal_names(node: ast.expr) -> bool:
+    """Whether node is a string literal, or a tuple or list of them."""
+    items = node.elts if isinstance(node, ast.Tuple | ast.List) else [node]
+    return all(_const_str(item) is not None for item in items)
+
+
+def _is_dotted_name(node: ast.expr) -> bool:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name)
+
+
+def _annotations(node: ast.AST) -> list[ast.expr]:
+    """The annotations node carries: of an argument, an annotated assignment or a function's return."""
+    if isinstance(node, ast.arg | ast.AnnAssign):
+        return [node.annotation] if node.annotation else []
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return [node.returns] if node.returns else []
+    return []
+
+
+def _parse_annotation(literal: ast.Constant) -> ast.expr | None:
+    """The expression a string annotation spells (as typing compiles it), placed at the literal; None if none."""
+    text = literal.value.strip()
+    for source in (text, f"({text},)"):  # typing compiles `*Ts` as `(*Ts,)[0]`
+        try:
+            parsed = ast.parse(source, mode="eval").body
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        for node in ast.walk(parsed):
+            ast.copy_location(node, literal)
+        return parsed
+    return None
 
 
 def _rebinds_same(node: ast.AST, name: str, target: str) -> bool:

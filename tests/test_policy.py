@@ -85,8 +85,8 @@ BAD_POLICIES = [
      '[rules.static.forbidden_import] modules: expected a list of strings, got "socket"'),
     ('extends = "default"\n[rules.static.data_paths]\npatterns = ["(val"]\n',
      '[rules.static.data_paths] patterns: expected a list of regular expressions, got ["(val"]'),
-    ('extends = "default"\n[rules.dynamic.wall_time]\nfactor = "1.1"\n',
-     '[rules.dynamic.wall_time] factor: expected a number >= 0, got "1.1"'),
+    ('extends = "default"\n[rules.dynamic.training_span]\nfactor = "1.1"\n',
+     '[rules.dynamic.training_span] factor: expected a number >= 0, got "1.1"'),
     ('extends = "default"\nrules = 3\n', "[rules]: expected a table, got 3"),
     ('extends = "nope"\n', "extends: no bundled policy named 'nope' (bundled: default, strict)"),
     ("[limits]\n[rules]\n", "[limits] time_budget_s: missing"),
@@ -316,7 +316,13 @@ def clean_facts(**changes) -> RunFacts:
         trusted_bpb=1.000,
         reported={"val_bpb": 0.990, "training_seconds": 300.2},
         training_wall_s=420.0,
-        gpu_busy_s=310.0,
+        compute_s=310.0,
+        compute_kind="gpu",
+        capacity=1.0,
+        before_progress_s=100.0,
+        after_progress_s=20.0,
+        progress_span_s=300.0,
+        baseline=None,
         peak_vram_mb=40_000.0,
         vram_cap_mb=60_000.0,
         killed_by_policy=None,
@@ -336,7 +342,8 @@ def rule_actions(facts: RunFacts, policy=DEFAULT) -> dict[str, str]:
 
 def test_an_honest_run_has_no_findings():
     assert check_run(clean_facts(), DEFAULT) == []
-    cpu_run = clean_facts(gpu_busy_s=None, peak_vram_mb=None, vram_cap_mb=None, training_wall_s=330)
+    cpu_run = clean_facts(compute_kind="cpu", compute_s=600.0, capacity=2.0, peak_vram_mb=None, vram_cap_mb=None,
+                          training_wall_s=330, before_progress_s=12.0, after_progress_s=13.0, progress_span_s=305.0)
     assert check_run(cpu_run, DEFAULT) == []
 
 
@@ -358,18 +365,15 @@ def test_metric_implausible_discards_a_much_better_reported_score():
     assert {f.rule_id for f in honest_gap} == {"dynamic.metric_mismatch"}
 
 
-def test_gpu_time_discards_gpu_work_beyond_the_budget():
-    limit = 300 * 1.1 + 60
-    assert rule_actions(clean_facts(gpu_busy_s=limit + 1)) == {"dynamic.gpu_time": "discard"}
-    assert rule_actions(clean_facts(gpu_busy_s=limit - 1)) == {}
+def test_compute_discards_gpu_work_beyond_the_budget():  # more in test_dynamic_budget.py
+    limit = (300 * 1.05 + 15) + 2 * (120 + 30) + 15
+    assert rule_actions(clean_facts(compute_s=limit + 1)) == {"dynamic.compute": "discard"}
+    assert rule_actions(clean_facts(compute_s=limit - 1)) == {}
 
 
-def test_wall_time_discards_a_long_container_run():
-    discard = {"dynamic.wall_time": "discard"}
-    assert rule_actions(clean_facts(training_wall_s=300 * 1.05 + 240 + 1)) == discard
-    cpu = {"gpu_busy_s": None, "peak_vram_mb": None, "vram_cap_mb": None}
-    assert rule_actions(clean_facts(training_wall_s=300 * 1.05 + 60 + 1, **cpu)) == discard
-    assert rule_actions(clean_facts(training_wall_s=300 * 1.05 + 60 - 1, **cpu)) == {}
+def test_overhead_and_span_discard_a_long_container_run():  # more in test_dynamic_budget.py
+    assert rule_actions(clean_facts(before_progress_s=151.0)) == {"dynamic.overhead": "discard"}
+    assert rule_actions(clean_facts(progress_span_s=300 * 1.05 + 16)) == {"dynamic.training_span": "discard"}
 
 
 def test_reported_time_discards_a_clock_past_the_budget():
