@@ -1,12 +1,19 @@
 """One experiment: train a candidate train.py in one fresh container, score it in another.
 
 The training container sees prepare.py (read-only), its own copy of train.py (the one writable task
-file), the train split and tokenizer (read-only) and an empty hand-over folder; never the validation
-or test data. The scoring container runs prepare.py's evaluation, trusted code only, on the model that
-training handed over, with the scored split mounted and nothing writable.
+file), the train split and tokenizer (read-only) and an empty hand-over volume (a size-capped tmpfs);
+never the validation or test data. The scoring container runs prepare.py's evaluation, trusted code only,
+on the model that training handed over (the volume, read-only), with the scored split mounted. Its one
+writable place is a verdict folder that no other container sees; the verdict counts only with the nonce
+this runner made for that scoring, a clean exit and a well-formed result. What either phase prints is
+advisory: it is logged, never parsed for a score.
 """
 
+import hmac
 import json
+import math
+import os
+import secrets
 import shutil
 import threading
 import time
@@ -20,10 +27,26 @@ from autoresearch.runner.data import grant_container_write, split_files
 from autoresearch.runner.metrics import ProgressPoint, parse_progress, parse_summary
 from autoresearch.runner.monitor import SKIPPED, Monitor, Sample, Usage
 from autoresearch.runner.policy import Limits, load_policy
-from autoresearch.runner.sandbox import ContainerResult, ContainerSpec, Mount, run_container
+from autoresearch.runner.sandbox import ContainerResult, ContainerSpec, Handover, Mount, open_handover, run_container
+from autoresearch.runner.untrusted import as_data
 
 SCORE_DEADLINE_S = 900.0
 SKIPPED_REASON = "skipped by the user"
+# The scorer's side of these lives in task/prepare.py (VERDICT_FILE, NONCE_ENV, exit codes); a test keeps them equal.
+VERDICT_FILE = "verdict.json"
+NONCE_ENV = "AUTORESEARCH_NONCE"
+SCORER_VERDICT_EXIT = {"ok": 0, "violation": 3, "error": 3}
+MAX_VERDICT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The trusted scorer's result as the runner accepted it: ok (with bpb), violation or crash."""
+
+    status: str
+    reason: str = ""
+    bpb: float | None = None
+    details: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -38,6 +61,12 @@ class Timings:
     score_container_start: float = 0.0
     scoring: float = 0.0  # score container running -> exit
     total: float = 0.0
+    # The host's own clock on the training container, for the budget rules: running -> first progress line
+    # (the whole phase when there is none), last progress line -> exit, and first -> last progress line.
+    before_progress: float = 0.0
+    after_progress: float = 0.0
+    progress_span: float | None = None
+    compute: float | None = None  # host-measured: GPU-busy seconds on a GPU, the container's CPU seconds on CPU
 
 
 @dataclass
@@ -51,6 +80,7 @@ class ExperimentOutcome:
     progress: list[ProgressPoint]
     timings: Timings
     score: dict = field(default_factory=dict)
+    handover: Handover | None = None  # kept for scoring the test split when run_experiment was asked to
     train_log: Path | None = None
     score_log: Path | None = None
     usage: Usage | None = None  # what the host measured while training
@@ -80,26 +110,46 @@ def run_experiment(
     labels: dict[str, str] | None = None,
     seed: int | None = None,
     cancel: threading.Event | None = None,
+    keep_handover: bool = False,
 ) -> ExperimentOutcome:
-    """Train train_py for budget_s seconds and score the handed-over model on split."""
+    """Train train_py for budget_s seconds and score the handed-over model on split.
+
+    keep_handover: leave a scored hand-over open in outcome.handover (the caller releases it)."""
     began = time.monotonic()
     limits = limits or load_policy().limits
     work_dir.mkdir(parents=True, exist_ok=True)
-    handover = work_dir / "handover"
-    handover.mkdir(exist_ok=True)
-    grant_container_write(handover)
+    handover = open_handover(client, image, limits.handover_max_mb, labels or {})
+    try:
+        outcome = _train_and_score(client, image, task_dir, train_py, data, work_dir, budget_s, split, gpu_uuid,
+                                   limits, on_line, on_point, on_sample, labels, seed, cancel, handover, began)
+    except BaseException:
+        handover.release()
+        raise
+    if keep_handover and outcome.status == "ok":
+        outcome.handover = handover
+    else:
+        handover.release()
+    return outcome
+
+
+def _train_and_score(client, image, task_dir, train_py, data, work_dir, budget_s, split, gpu_uuid, limits, on_line,
+                     on_point, on_sample, labels, seed, cancel, handover: Handover, began: float) -> ExperimentOutcome:
     candidate = work_dir / "train.py"
     shutil.copyfile(train_py, candidate)
     grant_container_write(candidate)
 
     progress: list[ProgressPoint] = []
     first_line_at: list[float] = []
+    progress_at: dict[str, float] = {}  # host clock of the first and the last progress line
 
     def handle_line(line: str) -> None:
         if not first_line_at:
             first_line_at.append(time.monotonic())
         point = parse_progress(line)
         if point is not None:
+            now = time.monotonic()
+            progress_at.setdefault("first", now)
+            progress_at["last"] = now
             progress.append(point)
             if on_point is not None:
                 on_point(point)
@@ -113,7 +163,7 @@ def run_experiment(
             Mount(task_dir / "prepare.py", "/task/prepare.py"),
             Mount(candidate, "/task/train.py", read_only=False),
             *data_mounts(data, "train"),
-            Mount(handover, "/handover", read_only=False),
+            handover.mount("/handover", read_only=False),
         ],
         environment={
             "AUTORESEARCH_DATA": "/data",
@@ -130,7 +180,7 @@ def run_experiment(
     def watch(init_pid: int, kill: Callable[[str], None]) -> Monitor:
         return Monitor(
             init_pid, gpu_uuid, kill, mem_cap_mb=limits.gpu_memory_cap_mb or None,
-            disk_paths=(handover, candidate), disk_cap_bytes=limits.handover_max_mb * 2**20, on_sample=on_sample,
+            disk_paths=(candidate,), disk_cap_bytes=limits.handover_max_mb * 2**20, on_sample=on_sample,
             cancel=cancel,
         ).start()
 
@@ -143,6 +193,7 @@ def run_experiment(
         training=reported.get("training_seconds", 0.0),
         export=reported.get("export_seconds", 0.0),
         train_phase=trained.run_seconds,
+        **progress_timings(progress_at, began + trained.start_seconds, trained),
     )
     outcome = ExperimentOutcome(
         "ok", "", None, reported, progress, timings, train_log=train_log, usage=trained.usage,
@@ -156,6 +207,17 @@ def run_experiment(
         score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels, outcome)
     timings.total = time.monotonic() - began
     return outcome
+
+
+def progress_timings(progress_at: dict[str, float], running_at: float, trained: ContainerResult) -> dict:
+    """Timings' host-clock fields from the first and last progress line's arrival."""
+    usage = trained.usage
+    compute = None if usage is None else usage.busy_seconds if usage.kind == "nvml" else usage.cpu_seconds
+    if not progress_at:
+        return {"before_progress": trained.run_seconds, "after_progress": 0.0, "compute": compute}
+    first, last = progress_at["first"], progress_at["last"]
+    return {"before_progress": max(0.0, first - running_at), "progress_span": last - first,
+            "after_progress": max(0.0, running_at + trained.run_seconds - last), "compute": compute}
 
 
 def data_mounts(data: Path, split: str) -> list[Mount]:
@@ -180,57 +242,92 @@ def training_failure(result: ContainerResult) -> tuple[str, str] | None:
     if result.oom_killed:
         return "oom", "out of memory (OOMKilled)"
     if result.exit_code != 0:
-        last = result.log_tail.strip().splitlines()[-1:] or ["(no output)"]
-        return "crash", f"exit code {result.exit_code}: {last[0][:300]}"
+        return "crash", f"exit code {result.exit_code}: {last_line(result)}"
     return None
+
+
+def last_line(result: ContainerResult) -> str:
+    """The last line a container printed, as data (escaped and bounded)."""
+    lines = result.log_tail.strip().splitlines()
+    return as_data(lines[-1], 300) if lines else "(no output)"
 
 
 def score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels,
                      outcome) -> None:
     """Run the trusted evaluation on the handed-over model and fill outcome's score fields."""
-    result, scored = score_handover(client, image=image, task_dir=task_dir, data=data, handover=handover,
-                                    log_path=work_dir / "score.log", split=split, gpu_uuid=gpu_uuid, limits=limits,
-                                    labels=labels)
-    outcome.score_log = work_dir / "score.log"
+    verdict, scored = score_handover(client, image=image, task_dir=task_dir, data=data, handover=handover,
+                                     work_dir=work_dir, split=split, gpu_uuid=gpu_uuid, limits=limits, labels=labels)
+    outcome.score_log = work_dir / f"score-{split}.log"
     outcome.timings.score_container_start = scored.start_seconds
     outcome.timings.scoring = scored.run_seconds
-    outcome.score = result
-    if result.get("status") == "ok":
-        outcome.val_bpb = result["bpb"]
-    elif result.get("status") == "violation":
-        outcome.status, outcome.reason = "violation", result["reason"]
+    outcome.score = verdict.details
+    if verdict.status == "ok":
+        outcome.val_bpb = verdict.bpb
     else:
-        reason = result.get("reason") or f"scoring failed (exit code {scored.exit_code})"
-        outcome.status, outcome.reason = "crash", reason
+        outcome.status, outcome.reason = verdict.status, verdict.reason
 
 
-def score_handover(client: docker.DockerClient, *, image: str, task_dir: Path, data: Path, handover: Path,
-                   log_path: Path, split: str, gpu_uuid: str | None, limits: Limits,
-                   labels: dict[str, str] | None) -> tuple[dict, ContainerResult]:
-    """prepare.py's evaluation of handover/model.pt2 on split, in a fresh container: (its JSON line, the run)."""
-    model = handover / "model.pt2"
+def score_handover(client: docker.DockerClient, *, image: str, task_dir: Path, data: Path, handover: Handover,
+                   work_dir: Path, split: str, gpu_uuid: str | None, limits: Limits,
+                   labels: dict[str, str] | None) -> tuple[Verdict, ContainerResult]:
+    """prepare.py's evaluation of the hand-over on split, in a fresh container: (its verdict, the run)."""
+    nonce = secrets.token_hex(16)
+    verdict_dir = work_dir / f"verdict-{split}"
+    shutil.rmtree(verdict_dir, ignore_errors=True)
+    verdict_dir.mkdir(parents=True)
+    grant_container_write(verdict_dir)
     spec = ContainerSpec(
         image=image,
-        command=["python3", "/task/prepare.py", "evaluate", "--model", "/handover/model.pt2",
-                 "--data", "/data", "--split", split],
-        mounts=[Mount(task_dir / "prepare.py", "/task/prepare.py"), *data_mounts(data, split)]
-        + ([Mount(model, "/handover/model.pt2")] if model.is_file() else []),
+        command=["python3", "-I", "/task/prepare.py", "evaluate", "--handover", "/handover", "--data", "/data",
+                 "--split", split, "--verdict", "/verdict"],
+        mounts=[Mount(task_dir / "prepare.py", "/task/prepare.py"), *data_mounts(data, split), handover.mount(),
+                Mount(verdict_dir, "/verdict", read_only=False)],
+        environment={NONCE_ENV: nonce},
         labels={**(labels or {}), "autoresearch.phase": f"score-{split}"},
         deadline_s=SCORE_DEADLINE_S,
         gpu_uuid=gpu_uuid,
         **container_limits(limits),
     )
-    scored = run_container(client, spec, log_path, max_log_bytes=limits.log_max_bytes)
-    return last_json_line(scored.log_tail), scored
+    scored = run_container(client, spec, work_dir / f"score-{split}.log", max_log_bytes=limits.log_max_bytes)
+    return read_verdict(verdict_dir, nonce, split, scored), scored
 
 
-def last_json_line(text: str) -> dict:
-    """The last line of text that parses as a JSON object, or {}."""
-    for line in reversed(text.strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return {}
+def read_verdict(folder: Path, nonce: str, split: str, run: ContainerResult) -> Verdict:
+    """The scorer's verdict, accepted only from its own file, with this scoring's nonce, a clean exit and a
+    well-formed result; anything else is a crash whose reason says what was wrong."""
+    if run.timed_out:
+        return Verdict("crash", f"scoring passed its {SCORE_DEADLINE_S:.0f}s deadline")
+    if run.oom_killed:
+        return Verdict("crash", "scoring ran out of memory (OOMKilled)")
+    raw = _read_capped(folder / VERDICT_FILE)
+    if raw is None:
+        return Verdict("crash", f"scoring gave no verdict (exit code {run.exit_code}): {last_line(run)}")
+    try:
+        verdict = json.loads(raw)
+    except ValueError:
+        return Verdict("crash", "scoring wrote a malformed verdict")
+    if not isinstance(verdict, dict) or not hmac.compare_digest(str(verdict.get("nonce", "")), nonce):
+        return Verdict("crash", "the verdict does not carry this scoring's nonce")
+    status, reason = verdict.get("status"), as_data(str(verdict.get("reason", "")))
+    if verdict.get("split") != split or SCORER_VERDICT_EXIT.get(status) != run.exit_code:
+        return Verdict("crash", f"inconsistent verdict: status {as_data(str(status), 40)} for split "
+                                f"{as_data(str(verdict.get('split')), 40)}, exit code {run.exit_code}")
+    if status == "violation":
+        return Verdict("violation", reason, details=verdict)
+    if status == "error":
+        return Verdict("crash", reason, details=verdict)
+    bpb = verdict.get("bpb")
+    if not isinstance(bpb, float) or not math.isfinite(bpb) or bpb <= 0:
+        return Verdict("crash", f"the verdict's bpb {as_data(str(bpb), 40)} is not a positive number")
+    return Verdict("ok", "", bpb, verdict)
+
+
+def _read_capped(path: Path) -> bytes | None:
+    """At most MAX_VERDICT_BYTES + 1 bytes of a regular file, never through a link; None when absent."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_VERDICT_BYTES + 1)
+    return None if len(data) > MAX_VERDICT_BYTES else data

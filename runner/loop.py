@@ -13,7 +13,6 @@ meant to), except those closed as interrupted; `max_hours` counts this invocatio
 import dataclasses
 import json
 import os
-import shutil
 import socket
 import sqlite3
 import time
@@ -37,6 +36,7 @@ from autoresearch.runner.agents.base import (
 )
 from autoresearch.runner.config import Config, KeepRule, load_config
 from autoresearch.runner.docker_engine import engine_reachable
+from autoresearch.runner.dynamic_rules import Overhead, recorded_overhead
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.experiment import SKIPPED_REASON, score_handover
 from autoresearch.runner.gpus import assigned_gpu
@@ -314,14 +314,19 @@ class Loop:
         self.steering.cancel.clear()
         try:
             result = execute_candidate(self.ws, candidate, self.policy, self.pre, blocked,
-                                       cancel=self.steering.cancel)
+                                       cancel=self.steering.cancel, baseline=self._baseline_overhead(),
+                                       keep_handover=True)
         except ENGINE_ERRORS as exc:
             self._engine_lost(exc)
             return None
         store.link_agent_turns(self.conn, proposal.turn_ids, result.experiment_id)
         status = self._decide(result)
         began = time.monotonic()
-        test_bpb = self._score_test(result) if status == "keep" else None
+        try:
+            test_bpb = self._score_test(result) if status == "keep" else None
+        finally:
+            if result.handover is not None:  # scored: drop the model so a long run cannot fill memory with them
+                result.handover.release()
         timings = {**result.timings, "propose": propose_s, "commit": commit_s,
                    "test_scoring": time.monotonic() - began}
         store.update_experiment(self.conn, result.experiment_id, status=status, test_bpb=test_bpb,
@@ -329,7 +334,6 @@ class Loop:
         if status == "keep":
             gitrepo.advance_branch(self.repo, self.options.tag, sha)
         gitrepo.result_note(self.repo, sha, result_note(status, result, test_bpb))
-        _drop_handover(result)
         self.say(f"#{seq} {status}: " + (f"val_bpb {result.val_bpb:.6f}" if result.val_bpb is not None
                                          else result.exit_reason))
         return dataclasses.replace(result, status=status)
@@ -372,12 +376,18 @@ class Loop:
 
     def _score_test(self, result: TrialResult) -> float | None:
         """The held-out test split's bpb of a kept model, which the loop never selects on."""
-        handover = Path(result.work_dir) / "handover"
-        scored, _ = score_handover(
-            self.pre.client, image=self.pre.image, task_dir=self.ws.task_dir, data=self.pre.data, handover=handover,
-            log_path=Path(result.work_dir) / "test.log", split="test", gpu_uuid=self.pre.gpu_uuid,
+        if result.handover is None or result.work_dir is None:
+            return None
+        verdict, _ = score_handover(
+            self.pre.client, image=self.pre.image, task_dir=self.ws.task_dir, data=self.pre.data,
+            handover=result.handover, work_dir=Path(result.work_dir), split="test", gpu_uuid=self.pre.gpu_uuid,
             limits=self.policy.limits, labels={**self.pre.labels, "autoresearch.runner_pid": str(os.getpid())})
-        return scored.get("bpb") if scored.get("status") == "ok" else None
+        return verdict.bpb if verdict.status == "ok" else None
+
+    def _baseline_overhead(self) -> Overhead | None:
+        """What the run's baseline (its first kept experiment) measured, for the budget rules; None before it."""
+        kept = [e for e in store.list_experiments(self.conn, self.run_id) if e.status == "keep"]
+        return recorded_overhead(kept[0].timings_json or {}) if kept else None
 
 
 def run_loop(ws: Workspace, options: RunOptions, say: Callable[[str], None] = print) -> int:
@@ -419,10 +429,3 @@ def _flavor(flavor: str) -> str:
     from autoresearch.runner.images import resolve_flavor
 
     return resolve_flavor(flavor)
-
-
-def _drop_handover(result: TrialResult) -> None:
-    """The exported model is scored: delete it so a long run cannot fill the disk with models."""
-    if result.work_dir:
-        shutil.rmtree(Path(result.work_dir) / "handover", ignore_errors=True)
-

@@ -6,8 +6,10 @@ tmpfs /tmp, and only the mounts the phase names. Containers are never reused and
 `auto_remove`d: create, attach the log stream, start, wait (killing at the deadline), collect, remove.
 """
 
+import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import docker.models.containers
+import docker.models.volumes
 import docker.types
 import requests
 
@@ -29,11 +32,12 @@ MAX_LINE_BYTES = 64 * 1024  # longer lines reach on_line cut to this
 
 @dataclass(frozen=True)
 class Mount:
-    """A host path seen at target inside the container."""
+    """A host path (or, with volume, a Docker volume's name) seen at target inside the container."""
 
-    source: Path
+    source: Path | str
     target: str
     read_only: bool = True
+    volume: bool = False
 
 
 @dataclass
@@ -79,7 +83,8 @@ Watch = Callable[[int, Callable[[str], None]], Monitor]
 def create_container(client: docker.DockerClient, spec: ContainerSpec):
     """Create (not start) the hardened container described by spec."""
     mounts = [
-        docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts
+        docker.types.Mount(m.target, str(m.source), type="volume" if m.volume else "bind", read_only=m.read_only)
+        for m in spec.mounts
     ]
     device_requests = []
     environment = dict(spec.environment)
@@ -205,23 +210,81 @@ def remove_quietly(container: docker.models.containers.Container) -> None:
 
 
 def remove_labelled(client: docker.DockerClient, labels: dict[str, str]) -> list[str]:
-    """Remove every autoresearch container carrying labels, whoever started it."""
-    filters = {"label": [LABEL, *(f"{k}={v}" for k, v in labels.items())]}
-    removed = []
-    for container in client.containers.list(all=True, filters=filters):
-        remove_quietly(container)
-        removed.append(container.name)
-    return removed
+    """Remove every autoresearch container (then hand-over volume) carrying labels, whoever started it."""
+    return remove_orphans(client, labels, lambda pid: False)
 
 
 def remove_orphans(client: docker.DockerClient, labels: dict[str, str], alive: Callable[[int], bool]) -> list[str]:
-    """Remove containers carrying labels whose runner process (label autoresearch.runner_pid) is gone."""
+    """Remove containers, then hand-over volumes, carrying labels whose runner (label autoresearch.runner_pid)
+    is gone."""
     filters = {"label": [LABEL, *(f"{k}={v}" for k, v in labels.items())]}
+
+    def orphaned(labelled) -> bool:
+        pid = (labelled.attrs.get("Labels") or labelled.attrs.get("Config", {}).get("Labels") or {}).get(
+            "autoresearch.runner_pid", "")
+        return not (pid.isdigit() and alive(int(pid)))
+
     removed = []
     for container in client.containers.list(all=True, filters=filters):
-        pid = container.labels.get("autoresearch.runner_pid", "")
-        if pid.isdigit() and alive(int(pid)):
-            continue
-        remove_quietly(container)
-        removed.append(container.name)
+        if orphaned(container):
+            remove_quietly(container)
+            removed.append(container.name)
+    for volume in client.volumes.list(filters=filters):
+        if orphaned(volume):
+            remove_volume_quietly(volume)
+            removed.append(volume.name)
     return removed
+
+
+def remove_volume_quietly(volume) -> None:
+    """Remove a volume; one already gone is fine."""
+    with contextlib.suppress(docker.errors.NotFound):
+        volume.remove(force=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The hand-over: a size-capped tmpfs volume that only the two phases of one experiment see
+
+
+HANDOVER_MAX_FILES = 16  # inodes of the hand-over filesystem: its root and a few entries, never a tree
+
+
+@dataclass
+class Handover:
+    """A per-experiment tmpfs volume (size and inode capped) where training leaves its model.
+
+    tmpfs is the structural cap: a candidate that writes more gets ENOSPC, and nothing it writes ever
+    reaches the host's disk. Docker unmounts a tmpfs volume (losing its content) once no container uses
+    it, so a keeper container holds it between the training and the scoring phases. The runner never
+    reads it: the scorer, trusted code, checks it without following links.
+    """
+
+    volume: docker.models.volumes.Volume
+    keeper: docker.models.containers.Container
+
+    def mount(self, target: str = "/handover", read_only: bool = True) -> Mount:
+        return Mount(self.volume.name, target, read_only=read_only, volume=True)
+
+    def release(self) -> None:
+        """Remove the keeper, then the volume (and with it the model); safe to call twice."""
+        remove_quietly(self.keeper)
+        remove_volume_quietly(self.volume)
+
+
+def open_handover(client: docker.DockerClient, image: str, size_mb: int, labels: dict[str, str]) -> Handover:
+    """Create the hand-over volume and start its keeper."""
+    name = f"autoresearch-handover-{uuid.uuid4().hex[:16]}"
+    uid, gid = USER.split(":")
+    options = f"size={size_mb}m,nr_inodes={HANDOVER_MAX_FILES},uid={uid},gid={gid},mode=0700"
+    volume = client.volumes.create(name, driver="local", labels={LABEL: "1", **labels},
+                                   driver_opts={"type": "tmpfs", "device": "tmpfs", "o": options})
+    spec = ContainerSpec(image=image, command=["sleep", "infinity"], mounts=[Mount(name, "/handover", volume=True)],
+                         labels={**labels, "autoresearch.phase": "handover"}, memory="64m", pids_limit=8,
+                         tmpfs_size="1m")
+    try:
+        keeper = create_container(client, spec)
+        keeper.start()
+    except BaseException:
+        remove_volume_quietly(volume)
+        raise
+    return Handover(volume, keeper)

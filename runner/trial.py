@@ -21,7 +21,7 @@ import psutil
 from autoresearch.runner import images, store
 from autoresearch.runner.data import prepare_data
 from autoresearch.runner.docker_engine import connect
-from autoresearch.runner.dynamic_rules import RunFacts, check_run
+from autoresearch.runner.dynamic_rules import Overhead, RunFacts, check_run
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.experiment import ExperimentOutcome, run_experiment
 from autoresearch.runner.findings import Finding, worst_action
@@ -29,7 +29,7 @@ from autoresearch.runner.integrity import hash_files, protected_files
 from autoresearch.runner.metrics import ProgressPoint
 from autoresearch.runner.monitor import Sample
 from autoresearch.runner.policy import Policy
-from autoresearch.runner.sandbox import remove_orphans
+from autoresearch.runner.sandbox import Handover, remove_orphans
 from autoresearch.runner.static_rules import check_source
 from autoresearch.runner.workspace import Workspace
 
@@ -54,7 +54,8 @@ class TrialResult:
     findings: list[dict] = field(default_factory=list)
     log_path: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    work_dir: str | None = None  # holds the hand-over, for scoring the test split of a kept model
+    work_dir: str | None = None
+    handover: Handover | None = field(default=None, repr=False)  # open for scoring the test split (keep_handover)
 
 
 class LiveRecorder:
@@ -173,8 +174,12 @@ def prerequisites(ws: Workspace, flavor: str = "auto", source: str = "offline",
 
 
 def execute_candidate(ws: Workspace, candidate: Candidate, policy: Policy, pre: Prerequisites,
-                      static: list[Finding], echo: bool = False, cancel: threading.Event | None = None) -> TrialResult:
-    """Record, train, score and judge a candidate that passed the static rules."""
+                      static: list[Finding], echo: bool = False, cancel: threading.Event | None = None,
+                      baseline: Overhead | None = None, keep_handover: bool = False) -> TrialResult:
+    """Record, train, score and judge a candidate that passed the static rules.
+
+    baseline: what the run's baseline measured (the budget rules' allowances); keep_handover: leave the
+    scored hand-over of an ok result open in TrialResult.handover, for the caller to score and release."""
     protected = protected_files(ws.task_dir, pre.data)
     before = hash_files(protected)
     conn = store.open_store(ws.store_path)
@@ -193,7 +198,7 @@ def execute_candidate(ws: Workspace, candidate: Candidate, policy: Policy, pre: 
             pre.client, image=pre.image, task_dir=ws.task_dir, train_py=work_dir / "candidate.py", data=pre.data,
             work_dir=work_dir, budget_s=policy.limits.time_budget_s, flavor=pre.flavor, gpu_uuid=pre.gpu_uuid,
             limits=policy.limits, on_point=recorder.point, on_sample=recorder.sample,
-            on_line=print if echo else None, seed=candidate.seed, cancel=cancel,
+            on_line=print if echo else None, seed=candidate.seed, cancel=cancel, keep_handover=keep_handover,
             labels={**pre.labels, "autoresearch.experiment": str(exp_id), "autoresearch.runner_pid": str(os.getpid())},
         )
     except BaseException:  # the engine went away, or the runner is interrupted: the caller closes the record
@@ -201,8 +206,11 @@ def execute_candidate(ws: Workspace, candidate: Candidate, policy: Policy, pre: 
         raise
     finally:
         recorder.close()
-    dynamic = check_run(run_facts(outcome, policy, before, hash_files(protected)), policy)
+    dynamic = check_run(run_facts(outcome, policy, before, hash_files(protected), baseline), policy)
     status, reason = decide(outcome, dynamic)
+    if status != "ok" and outcome.handover is not None:
+        outcome.handover.release()
+        outcome.handover = None
     usage = outcome.usage
     store.add_findings(conn, exp_id, dynamic)
     store.update_experiment(
@@ -220,6 +228,7 @@ def execute_candidate(ws: Workspace, candidate: Candidate, policy: Policy, pre: 
         usage.busy_seconds if usage and usage.kind == "nvml" else None,
         usage.peak_mem_mb if usage else None, usage.note if usage else "",
         [f.to_dict() for f in (*static, *dynamic)], str(outcome.train_log), asdict(outcome.timings), str(work_dir),
+        outcome.handover,
     )
 
 
@@ -235,15 +244,22 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def run_facts(outcome: ExperimentOutcome, policy: Policy, before: dict, after: dict) -> RunFacts:
-    usage = outcome.usage
+def run_facts(outcome: ExperimentOutcome, policy: Policy, before: dict, after: dict,
+              baseline: Overhead | None = None) -> RunFacts:
+    usage, timings = outcome.usage, outcome.timings
     gpu = usage is not None and usage.kind == "nvml"
     return RunFacts(
         budget_s=policy.limits.time_budget_s,
         trusted_bpb=outcome.val_bpb,
         reported=outcome.reported,
-        training_wall_s=outcome.timings.train_phase,
-        gpu_busy_s=usage.busy_seconds if gpu else None,
+        training_wall_s=timings.train_phase,
+        compute_s=timings.compute,
+        compute_kind="gpu" if gpu else "cpu",
+        capacity=1.0 if gpu else float(policy.limits.cpus or os.cpu_count() or 1),
+        before_progress_s=timings.before_progress,
+        after_progress_s=timings.after_progress,
+        progress_span_s=timings.progress_span,
+        baseline=baseline,
         peak_vram_mb=usage.peak_mem_mb if usage else None,
         vram_cap_mb=policy.limits.gpu_memory_cap_mb or None,
         killed_by_policy=outcome.killed_by,

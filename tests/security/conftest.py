@@ -30,9 +30,6 @@ tmpfs_size = "16m"
 handover_max_mb = 64
 log_max_bytes = 1_048_576
 gpu_memory_cap_mb = 0
-
-[rules.dynamic.wall_time]
-startup_allowance_cpu_s = 8         # the budget is 4 s here, so a candidate idling 14 s stands out
 """
 
 
@@ -69,11 +66,13 @@ def policies(tmp_path_factory) -> dict[str, Policy]:
 
 @pytest.fixture
 def attempt(workspace, policies, docker_client, tmp_path):
-    """Run a hostile candidate under a policy; afterwards check that the task, data and host survived."""
+    """Run a hostile candidate under a policy; afterwards check that the task, data and host survived
+    (no container and no hand-over volume left behind)."""
     data = prepare_data(workspace.task_dir, "offline", "cpu")
     protected = protected_files(workspace.task_dir, data)
     before = hash_files(protected)
     existing = {c.id for c in docker_client.containers.list(all=True, filters={"label": LABEL})}
+    volumes = {v.name for v in docker_client.volumes.list(filters={"label": LABEL})}
 
     def run(source: str | bytes, policy: str = "permissive", **overrides) -> TrialResult:
         candidate = tmp_path / "train.py"
@@ -88,6 +87,8 @@ def attempt(workspace, policies, docker_client, tmp_path):
     # Containers that were there before (from an earlier, killed run on this machine) are not this test's.
     leftovers = [c for c in docker_client.containers.list(all=True, filters={"label": LABEL}) if c.id not in existing]
     assert not leftovers, f"containers left behind: {[c.name for c in leftovers]}"
+    stray = [v.name for v in docker_client.volumes.list(filters={"label": LABEL}) if v.name not in volumes]
+    assert not stray, f"hand-over volumes left behind: {stray}"
 
 
 def log_of(result: TrialResult) -> str:

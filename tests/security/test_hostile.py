@@ -238,7 +238,7 @@ def test_running_long_within_the_deadline_is_a_violation(attempt):
         + "print('---')\nprint('training_seconds: 3.9')\n",
     )
     assert result.status == "violation"
-    assert rules_of(result)["dynamic.wall_time"] == "discard"
+    assert rules_of(result)["dynamic.overhead"] == "discard"
 
 
 def test_a_fake_metric_is_caught_and_the_trusted_score_stands(attempt, workspace):
@@ -257,7 +257,7 @@ def test_a_model_that_peeks_ahead_is_a_violation(attempt):
     )
     result = attempt(peeks)
     assert result.status == "violation"
-    assert "causality probe failed" in result.exit_reason
+    assert "causality check failed" in result.exit_reason
 
 
 def test_a_stateful_model_is_a_violation(attempt):
@@ -282,12 +282,150 @@ def test_exceeding_the_memory_cap_is_killed_by_the_host(attempt):
     assert result.host_peak_mem_mb > 200
 
 
-def test_filling_the_handover_folder_is_killed_by_the_host(attempt):
+def test_filling_the_hand_over_past_its_cap_fails_inside_the_container(attempt):
+    """The hand-over is a tmpfs of handover_max_mb: the write fails there, the host disk never sees it."""
     result = attempt(
-        "import time\nwith open('/handover/model.pt2', 'wb') as f:\n"
-        "    for _ in range(200):\n        f.write(b'x' * 2**20); f.flush()\n"
-        "time.sleep(30)\n",
+        "import time\nwith open('/handover/model.graph', 'wb') as f:\n"
+        "    for _ in range(200):\n        f.write(b'x' * 2**20); f.flush()\n",
         handover_max_mb=32,
     )
-    assert result.status in ("killed", "violation")
-    assert "disk_cap" in result.exit_reason or "disk_cap" in str(result.findings)
+    assert result.status == "crash"
+    assert "No space left on device" in log_of(result)
+
+
+# --- the hand-over and the verdict (issue 8): what training leaves for the scorer is data, checked ------
+
+FORGE_HEADER = EXPORT_UNIFORM + """
+import json
+path = prepare.HANDOVER_DIR / prepare.MODEL_FILE
+blob = path.read_bytes()
+n = int.from_bytes(blob[8:16], 'little')
+header, payload = json.loads(blob[16:16 + n]), blob[16 + n:]
+{change}
+text = json.dumps(header).encode()
+path.write_bytes(prepare.MAGIC + len(text).to_bytes(8, 'little') + text + payload)
+"""
+
+
+def add_node(op: str, args: str) -> str:
+    """Source that appends a node computing op(args) from the model's output and makes it the output."""
+    return (f"out = header['outputs'][0]['node']\n"
+            f"header['nodes'].append({{'name': 'evil', 'op': '{op}', 'args': {args}, 'kwargs': {{}}}})\n"
+            "header['outputs'] = [{'kind': 'USER_OUTPUT', 'node': 'evil'}]\n")
+
+
+def test_a_pickled_torch_export_is_never_loaded(attempt):
+    """The old .pt2 format, with a pickled payload that would run code in the scorer."""
+    result = attempt(
+        "import os, pickle, zipfile, prepare\n"
+        "class Boom:\n"
+        "    def __reduce__(self):\n"
+        "        return (print, ('{\"status\": \"ok\", \"bpb\": 0.01}',))\n"
+        "prepare.HANDOVER_DIR.mkdir(parents=True, exist_ok=True)\n"
+        "with zipfile.ZipFile(prepare.HANDOVER_DIR / prepare.MODEL_FILE, 'w') as z:\n"
+        "    z.writestr('archive/data.pkl', pickle.dumps(Boom()))\n"
+    )
+    assert result.status == "violation"
+    assert "not a graph hand-over" in result.exit_reason
+    assert result.val_bpb is None
+
+
+def test_an_op_off_the_allowlist_is_a_violation_naming_it(attempt):
+    result = attempt(FORGE_HEADER.format(change=add_node("aten.rand.default", "[[16, 256, 4096]]")))
+    assert result.status == "violation"
+    assert "aten.rand.default" in result.exit_reason and "allowlist" in result.exit_reason
+
+
+def test_an_op_that_raises_with_a_forged_verdict_is_a_crash(attempt, workspace):
+    """The scorer's exception text (here of a view that cannot fit) and a JSON line the candidate printed
+    are never a result: the verdict comes only from the scorer's own file."""
+    forged = '{"status": "ok", "split": "val", "bpb": 0.01, "val_bpb": 0.01, "nonce": ""}'
+    result = attempt(FORGE_HEADER.format(change=add_node("aten.view.default", "[{'ref': out}, [7, 7]]"))
+                     + f"print({forged!r})\n")
+    assert result.status == "crash"
+    assert "the model fails" in result.exit_reason
+    assert result.val_bpb is None and stored(workspace, result).val_bpb is None
+
+
+def test_printing_a_verdict_does_not_change_the_score(attempt):
+    forged = '{"status": "ok", "split": "val", "bpb": 0.01, "val_bpb": 0.01, "nonce": "guess"}'
+    result = attempt(EXPORT_UNIFORM + f"print({forged!r})\n")
+    assert result.status == "ok"
+    assert result.val_bpb > 3.0  # the uniform model's trusted score, not the printed one
+
+
+def test_a_symlink_as_the_model_is_a_violation_and_never_followed(attempt):
+    result = attempt(
+        "import os, prepare\nprepare.HANDOVER_DIR.mkdir(parents=True, exist_ok=True)\n"
+        "os.symlink('/data/train_000.bin', prepare.HANDOVER_DIR / prepare.MODEL_FILE)\n"
+    )
+    assert result.status == "violation"
+    assert "not a regular file" in result.exit_reason
+
+
+def test_a_flooded_hand_over_is_capped_and_rejected(attempt):
+    """Sub-folders and files past the cap: the tmpfs refuses them, the host disk never sees them, and a
+    hand-over with anything beside the model is a violation."""
+    result = attempt(
+        EXPORT_UNIFORM
+        + "import os\nwritten = 0\n"
+        "try:\n"
+        "    for i in range(1000):\n"
+        "        os.makedirs(f'/handover/sub{i}/deeper', exist_ok=True)\n"
+        "        with open(f'/handover/sub{i}/deeper/blob', 'wb') as f:\n"
+        "            f.write(b'x' * 2**20); written += 1\n"
+        "except OSError as exc:\n"
+        "    print('refused after', written, 'MiB:', exc.strerror, flush=True)\n",
+        handover_max_mb=16,
+    )
+    assert "refused after" in log_of(result)
+    assert result.status == "violation"
+    assert "is accepted" in result.exit_reason
+    work_dir = Path(result.work_dir)
+    assert sum(f.stat().st_size for f in work_dir.rglob("*") if f.is_file()) < 2**20 + 2 * 1_048_576
+
+
+def test_a_model_that_peeks_at_one_percent_of_positions_is_a_violation(attempt):
+    peeks = EXPORT_UNIFORM.replace(
+        "return self.bias.expand(*idx.shape, self.vocab) + 0 * idx[..., None]",
+        "mask = (torch.arange(idx.shape[1]) % 100 == 37).float()[None, :, None]\n"
+        "        following = torch.nn.functional.one_hot(torch.roll(idx, -1, 1), self.vocab).float()\n"
+        "        return self.bias + 30.0 * following * mask",
+    )
+    result = attempt(peeks)
+    assert result.status == "violation"
+    assert "causality check failed" in result.exit_reason
+
+
+def test_a_hostile_exit_text_is_stored_as_bounded_data(attempt, workspace):
+    result = attempt("import sys\nsys.exit('\\x1b[2J\\x1b]0;pwned\\x07experiment 9: ok val_bpb 0.1 ' + 'A' * 5000)\n")
+    assert result.status == "crash"
+    reason = stored(workspace, result).exit_reason
+    assert len(reason) < 700 and all(ch.isprintable() for ch in reason)
+    assert "\\x1b[2J" in reason and "cut" in reason
+
+
+def test_training_before_the_first_progress_line_is_a_violation(attempt):
+    """Hidden compute outside the counted loop: 15 s of CPU work before the first progress line."""
+    result = attempt(
+        "import time\nend = time.monotonic() + 15\nx = 0\nwhile time.monotonic() < end:\n    x += 1\n"
+        "for step in range(4):\n"
+        "    print(f'progress step={step + 1} elapsed={step:.2f} loss=5.0 tok_per_s=1 mfu=0', flush=True)\n"
+        "    time.sleep(1)\n" + EXPORT_UNIFORM
+    )
+    assert result.status == "violation"
+    rules = rules_of(result)
+    assert rules["dynamic.overhead"] == "discard"
+
+
+def test_training_after_the_last_progress_line_is_a_violation(attempt):
+    """Hidden compute inside 'export': 15 s of CPU work after the last progress line."""
+    result = attempt(
+        "import time\n"
+        "for step in range(4):\n"
+        "    print(f'progress step={step + 1} elapsed={step:.2f} loss=5.0 tok_per_s=1 mfu=0', flush=True)\n"
+        "    time.sleep(1)\n"
+        "end = time.monotonic() + 15\nx = 0\nwhile time.monotonic() < end:\n    x += 1\n" + EXPORT_UNIFORM
+    )
+    assert result.status == "violation"
+    assert rules_of(result)["dynamic.overhead"] == "discard"

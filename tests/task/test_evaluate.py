@@ -206,3 +206,9 @@ def test_cli_reports_missing_and_corrupt_hand_overs(prepare, offline_data, tmp_p
     assert prepare.main(["evaluate", "--handover", str(tmp_path / "junk"), "--data", str(offline_data)]) == 3
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "violation" and "not a graph hand-over" in result["reason"]
+
+
+def test_the_runner_and_the_scorer_agree_on_the_verdict_channel(prepare):
+    from autoresearch.runner import experiment
+
+    assert (experiment.VERDICT_FILE, experiment.NONCE_ENV) == (prepare.VERDICT_FILE, prepare.NONCE_ENV)
