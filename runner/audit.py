@@ -3,8 +3,9 @@
 For people, one block per finding that fits in 100 columns: a line with the experiment (id, commit,
 status), severity, action and rule, then the message and the evidence (compact JSON, wrapped, long
 evidence cut with a pointer to --json). For programs, `--json` prints one JSON list, one object per
-finding, complete, to pipe into jq. Findings quote what the agent wrote, so text shown to a terminal
-has its control characters escaped; JSON output is ASCII-escaped.
+finding, with all the store holds, to pipe into jq. Findings quote what the agent wrote and the candidate
+printed: the store keeps such text as data (bounded, control characters escaped, see untrusted.py), and
+every field the table prints to a terminal is escaped once more; JSON output is ASCII-escaped.
 """
 
 import json
@@ -14,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from autoresearch.runner import store
+from autoresearch.runner.untrusted import escaped
 
 WIDTH = 100
 INDENT = " " * 6
@@ -77,9 +79,9 @@ def entry_lines(entry: AuditEntry) -> list[str]:
     """One finding: its summary line, its message, its evidence."""
     finding, experiment = entry.stored.finding, entry.experiment
     commit = (experiment.commit_sha or "-")[:10]
-    first = (f"{experiment.id:>4}  {commit:<10}  {experiment.status:<9}  {printable(finding.severity):<8}  "
-             f"{printable(finding.action):<7}  {printable(finding.rule_id)}")
-    message = textwrap.wrap(printable(finding.message), WIDTH, initial_indent=INDENT,
+    first = (f"{experiment.id:>4}  {commit:<10}  {experiment.status:<9}  {escaped(finding.severity):<8}  "
+             f"{escaped(finding.action):<7}  {escaped(finding.rule_id)}")
+    message = textwrap.wrap(escaped(finding.message), WIDTH, initial_indent=INDENT,
                             subsequent_indent=INDENT)
     return [first, *message, *evidence_lines(finding.evidence)]
 
@@ -103,8 +105,3 @@ def summary(entries: list[AuditEntry]) -> str:
     noun = "finding" if len(entries) == 1 else "findings"
     where = "experiment" if len(experiments) == 1 else "experiments"
     return f"\n{len(entries)} {noun} in {len(experiments)} {where}: {counts}"
-
-
-def printable(text: str) -> str:
-    """text with control characters escaped, so a finding cannot drive the terminal."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)

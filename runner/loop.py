@@ -51,6 +51,7 @@ from autoresearch.runner.trial import (
     execute_candidate,
     prerequisites,
 )
+from autoresearch.runner.untrusted import DESCRIPTION_CHARS, as_data
 from autoresearch.runner.workspace import CONFIG_FILE, Workspace
 
 FAILED = ("crash", "timeout", "oom", "killed", "violation")
@@ -310,7 +311,7 @@ class Loop:
         gitrepo.set_experiment_ref(self.repo, self.options.tag, seq, sha)
         commit_s = time.monotonic() - began
         candidate = dataclasses.replace(candidate, commit_sha=sha)
-        self.say(f"#{seq} {proposal.description} ({sha[:8]}): training")
+        self.say(f"#{seq} {as_data(proposal.description, DESCRIPTION_CHARS)} ({sha[:8]}): training")
         self.steering.cancel.clear()
         try:
             result = execute_candidate(self.ws, candidate, self.policy, self.pre, blocked,

@@ -15,6 +15,7 @@ from autoresearch.runner.images import resolve_flavor
 from autoresearch.runner.lock import runner_lock
 from autoresearch.runner.loop import require_workspace, workspace_config, workspace_policy
 from autoresearch.runner.trial import Candidate, TrialResult, check_candidate, execute_candidate, prerequisites
+from autoresearch.runner.untrusted import as_data
 from autoresearch.runner.workspace import Workspace
 
 
@@ -48,7 +49,7 @@ def measure_noise(ws: Workspace, runs: int, tag: str | None = None, say: Callabl
                 raise UserError(f"the policy blocks {commit[:8]}'s train.py: {checked.findings[0]['message']}")
             result = execute_candidate(ws, candidate, policy, pre, checked)
             if result.status != "ok":
-                raise UserError(f"seed {seed} did not score ({result.status}: {result.exit_reason})")
+                raise UserError(f"seed {seed} did not score ({result.status}: {as_data(result.exit_reason)})")
             say(f"seed {seed}: val_bpb {result.val_bpb:.6f}")
             values.append(result.val_bpb)
     noise = NoiseResult(commit, values, statistics.fmean(values), statistics.stdev(values))

@@ -19,6 +19,9 @@ Decisions, written down:
   column names, so no caller-supplied name is ever formatted into SQL.
 - Numbers that train.py prints are untrusted: a NaN becomes NULL (SQLite's own rule), and a step that
   does not fit in 64 bits is not stored.
+- Text that a candidate or the agent can influence is data (runner/untrusted.py): the columns of
+  UNTRUSTED_TEXT and every string of UNTRUSTED_JSON are escaped and bounded by `encode` on the way in
+  and, for rows an older version wrote, by `decode` on the way out. Every writer goes through them.
 """
 
 import dataclasses
@@ -37,11 +40,16 @@ from autoresearch.runner.errors import UserError
 from autoresearch.runner.findings import Finding
 from autoresearch.runner.metrics import ProgressPoint
 from autoresearch.runner.monitor import Sample
+from autoresearch.runner.untrusted import DESCRIPTION_CHARS, EXCERPT_CHARS, as_data, json_as_data
 
 MIN_SQLITE = (3, 37, 0)  # STRICT tables
 WRITER_BUSY_TIMEOUT_MS = 10_000
 READER_BUSY_TIMEOUT_MS = 500
 INT64 = range(-(2**63), 2**63)
+# Columns holding text a candidate or the agent wrote, each with its bound; and JSON columns of such text.
+UNTRUSTED_TEXT = {"description": DESCRIPTION_CHARS, "exit_reason": EXCERPT_CHARS, "note": EXCERPT_CHARS,
+                  "message": EXCERPT_CHARS}
+UNTRUSTED_JSON = frozenset({"evidence_json"})
 
 _V1 = """
 CREATE TABLE runs (
@@ -419,16 +427,25 @@ def _json_default(value: Any) -> Any:
 
 
 def encode(column: str, value: Any) -> Any:
-    """The SQLite value for column: `_json` columns are JSON-encoded (None stays NULL)."""
+    """The SQLite value for column: `_json` columns are JSON-encoded (None stays NULL), untrusted text is data."""
     if column.endswith("_json") and value is not None:
-        return json.dumps(value, default=_json_default, sort_keys=True)
-    return value
+        text = json.dumps(value, default=_json_default, sort_keys=True)
+        return json.dumps(json_as_data(json.loads(text)), sort_keys=True) if column in UNTRUSTED_JSON else text
+    return text_as_data(column, value)
 
 
 def decode(column: str, value: Any) -> Any:
-    """The Python value of a stored one: `_json` columns are parsed."""
+    """The Python value of a stored one: `_json` columns are parsed, untrusted text is data."""
     if column.endswith("_json") and value is not None:
-        return json.loads(value)
+        parsed = json.loads(value)
+        return json_as_data(parsed) if column in UNTRUSTED_JSON else parsed
+    return text_as_data(column, value)
+
+
+def text_as_data(column: str, value: Any) -> Any:
+    """value escaped and cut to its bound when column is one of UNTRUSTED_TEXT; any other value as it is."""
+    if column in UNTRUSTED_TEXT and isinstance(value, str):
+        return as_data(value, UNTRUSTED_TEXT[column])
     return value
 
 
@@ -508,8 +525,8 @@ def create_experiment(conn: sqlite3.Connection, *, run_id: int | None, descripti
     seq defaults to the next number within the run (or among run-less experiments).
     Other columns may be given as keyword arguments, e.g. commit_sha=..., train_py_sha256=...
     """
-    values = checked_fields("experiments", EXPERIMENT_COLUMNS, fields)
-    values.update(run_id=run_id, description=description, status=status)
+    values = checked_fields("experiments", EXPERIMENT_COLUMNS,
+                            {**fields, "run_id": run_id, "description": description, "status": status})
     values.setdefault("started_at", time.time())
     with transaction(conn):
         values["seq"] = next_seq(conn, run_id) if seq is None else seq
@@ -589,8 +606,8 @@ def gpu_samples(conn: sqlite3.Connection, experiment_id: int | None, since: floa
 def add_findings(conn: sqlite3.Connection, experiment_id: int, findings: Iterable[Finding]) -> None:
     """Record an experiment's policy findings, with their evidence, in one transaction."""
     now = time.time()
-    rows = [(experiment_id, f.rule_id, f.severity, f.action, f.message, encode("evidence_json", f.evidence),
-             now) for f in findings]
+    rows = [(experiment_id, f.rule_id, f.severity, f.action, encode("message", f.message),
+             encode("evidence_json", f.evidence), now) for f in findings]
     if not rows:
         return
     sql = ("INSERT INTO findings (experiment_id, rule_id, severity, action, message, evidence_json,"
@@ -607,7 +624,7 @@ def list_findings(conn: sqlite3.Connection, experiment_id: int | None = None) ->
 
 
 def _stored_finding(row: sqlite3.Row) -> StoredFinding:
-    finding = Finding(row["rule_id"], row["severity"], row["action"], row["message"],
+    finding = Finding(row["rule_id"], row["severity"], row["action"], decode("message", row["message"]),
                       decode("evidence_json", row["evidence_json"]))
     return StoredFinding(row["id"], row["experiment_id"], row["recorded_at"], finding)
 

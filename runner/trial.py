@@ -31,6 +31,7 @@ from autoresearch.runner.monitor import Sample
 from autoresearch.runner.policy import Policy
 from autoresearch.runner.sandbox import Handover, remove_orphans
 from autoresearch.runner.static_rules import check_source
+from autoresearch.runner.untrusted import as_data, json_as_data
 from autoresearch.runner.workspace import Workspace
 
 MAX_METRIC_POINTS = 100_000  # per experiment: a flood of progress lines cannot fill the store
@@ -154,7 +155,8 @@ def check_candidate(ws: Workspace, candidate: Candidate, policy: Policy) -> Tria
         store.add_findings(conn, exp_id, static)
     finally:
         conn.close()
-    return TrialResult(exp_id, "blocked", reason, None, {}, None, 0.0, None, None, "", [f.to_dict() for f in static])
+    return TrialResult(exp_id, "blocked", reason, None, {}, None, 0.0, None, None, "",
+                       json_as_data([f.to_dict() for f in static]))
 
 
 def workspace_labels(root: Path) -> dict[str, str]:
@@ -222,12 +224,13 @@ def execute_candidate(ws: Workspace, candidate: Candidate, policy: Policy, pre: 
         timings_json=asdict(outcome.timings), ended_at=time.time(),
     )
     conn.close()
-    return TrialResult(
-        exp_id, status, reason, outcome.val_bpb if status == "ok" else None, outcome.reported,
+    return TrialResult(  # what the candidate influenced goes out as data, as the store keeps it
+        exp_id, status, as_data(reason), outcome.val_bpb if status == "ok" else None, json_as_data(outcome.reported),
         outcome.reported.get("training_seconds"), outcome.timings.total,
         usage.busy_seconds if usage and usage.kind == "nvml" else None,
         usage.peak_mem_mb if usage else None, usage.note if usage else "",
-        [f.to_dict() for f in (*static, *dynamic)], str(outcome.train_log), asdict(outcome.timings), str(work_dir),
+        json_as_data([f.to_dict() for f in (*static, *dynamic)]), str(outcome.train_log), asdict(outcome.timings),
+        str(work_dir),
         outcome.handover,
     )
 

@@ -22,6 +22,7 @@ from autoresearch.runner.experiment import Timings
 from autoresearch.runner.findings import Finding
 from autoresearch.runner.metrics import ProgressPoint
 from autoresearch.runner.monitor import Sample
+from autoresearch.runner.untrusted import as_data
 
 
 @pytest.fixture
@@ -417,7 +418,8 @@ def audited_store(writer) -> tuple[int, int]:
     ran = store.create_experiment(writer, run_id=None, description="y", commit_sha="0123456789abcdef")
     store.update_experiment(writer, ran, status="violation")
     store.add_findings(writer, blocked, [Finding("static.forbidden_import", "high", "block",
-                                                 "imports socket \x1b[2J", {"line": 3, "excerpt": "x" * 2000})])
+                                                 "imports socket \x1b[2J", {"line": 3, "excerpt": "x" * 2000,
+                                                                             "context": "y" * 2000})])
     store.add_findings(writer, ran, [Finding("dynamic.metric_mismatch", "critical", "discard", "lies",
                                              {"reported": 0.5, "trusted": 1.1})])
     return blocked, ran
@@ -443,8 +445,8 @@ def test_audit_json_is_one_complete_document(writer, capsys):
     findings = json.loads(capsys.readouterr().out)
     assert [(f["experiment_id"], f["commit_sha"], f["status"]) for f in findings] == [
         (blocked, None, "blocked"), (ran, "0123456789abcdef", "violation")]
-    assert findings[0]["evidence"]["excerpt"] == "x" * 2000
-    assert findings[0]["message"] == "imports socket \x1b[2J"
+    assert findings[0]["evidence"]["excerpt"] == as_data("x" * 2000)  # as stored: bounded, see untrusted.py
+    assert findings[0]["message"] == "imports socket \\x1b[2J"
     assert set(findings[1]) == {"id", "experiment_id", "run_id", "commit_sha", "status", "rule_id", "severity",
                                 "action", "message", "evidence", "recorded_at"}
 

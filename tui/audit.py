@@ -60,7 +60,7 @@ class AuditScreen(Screen[None]):
         self.ws, self.run = ws, run
 
     def compose(self) -> ComposeResult:
-        yield Static(f"audit · run {self.run.tag} · reading the findings…", id="audit-title")
+        yield Static(f"audit · run {self.run.tag} · reading the findings…", id="audit-title", markup=False)
         yield RowTable(COLUMNS, audit_cells, lambda row: row[1].id, placeholder="no findings in this run",
                        id="findings")
         with VerticalScroll(id="evidence-scroll"):

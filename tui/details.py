@@ -5,6 +5,9 @@
 - its training log: the head and the tail when the file is long (a log holds at most what the runner's
   capped log kept, but only LOG_PART_BYTES of each end are read here);
 - its metric points, the best kept experiment's for comparison, and its findings.
+
+The store hands out its untrusted text as data already; what is read here besides (the model's replies, the
+log) is escaped on its way to the screen (runner/untrusted.py), and all of it is drawn as Text, not markup.
 """
 
 import json
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from autoresearch.runner import gitrepo, store
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.untrusted import as_data, escaped
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui import queries
 
@@ -93,16 +97,16 @@ def turn_lines(turn: queries.AgentTurn) -> list[tuple[str, str]]:
     latency = f"{turn.latency_s:.1f} s" if turn.latency_s is not None else "–"
     lines = [("bold", f"{turn.model} · {tokens} · {cost} · {latency}")]
     if turn.error:
-        lines.append(("red", f"error: {turn.error}"))
+        lines.append(("red", f"error: {as_data(turn.error)}"))
     content = turn.response_json.get("content") if isinstance(turn.response_json, dict) else None
     for block in content if isinstance(content, list) else []:
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text":
-            lines.append(("", str(block.get("text", ""))))
+            lines.append(("", escaped(str(block.get("text", "")), keep_newlines=True)))
         elif block.get("type") == "tool_use":
-            arguments = json.dumps(block.get("input"), ensure_ascii=False)
+            arguments = escaped(json.dumps(block.get("input"), ensure_ascii=False))
             if len(arguments) > TOOL_INPUT_CHARS:
                 arguments = arguments[:TOOL_INPUT_CHARS] + f"… ({len(arguments):,} characters)"
-            lines.append(("cyan", f"→ {block.get('name')}({arguments})"))
+            lines.append(("cyan", f"→ {escaped(str(block.get('name')))}({arguments})"))
     return lines

@@ -15,6 +15,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.report import memory_mb
 from autoresearch.runner.store import Experiment, Run
+from autoresearch.runner.untrusted import escaped
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui import format as fmt
 from autoresearch.tui.details import Detail, load_detail, turn_lines
@@ -40,6 +41,13 @@ def agent_text(run: Run, detail: Detail) -> Text:
         for style, line in turn_lines(turn):
             text.append(f"{line}\n", style=style)
     return text
+
+
+def diff_view(detail: Detail) -> Syntax | Text:
+    """The diff, highlighted, with the control characters the agent's train.py may hold escaped; or why none."""
+    if not detail.diff:
+        return Text(detail.diff_note, style="dim")
+    return Syntax(escaped(detail.diff, keep_newlines=True), "diff", theme="ansi_dark", background_color="default")
 
 
 def metrics_table(e: Experiment, detail: Detail) -> Table:
@@ -141,9 +149,7 @@ class ExperimentScreen(Screen[None]):
     def _show(self, detail: Detail) -> None:
         self.experiment = experiment = detail.experiment
         self.query_one("#title", Static).update(title_text(self.run, experiment))
-        diff = Syntax(detail.diff, "diff", theme="ansi_dark", background_color="default") if detail.diff \
-            else Text(detail.diff_note, style="dim")
-        self.query_one("#diff-text", Static).update(diff)
+        self.query_one("#diff-text", Static).update(diff_view(detail))
         self.query_one("#agent-text", Static).update(agent_text(self.run, detail))
         self.query_one(LogPane).show(detail.log_lines, detail.log_note)
         self.query_one("#metrics-text", Static).update(metrics_table(experiment, detail))

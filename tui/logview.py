@@ -1,5 +1,9 @@
 """A searchable log: only the lines on screen are drawn; `/` searches, `n` and `N` go to the next and
-previous match (case-insensitive), each match highlighted and the current one's line marked."""
+previous match (case-insensitive), each match highlighted and the current one's line marked.
+
+A log is what a candidate printed: each line is shown (and searched) as data, its control characters
+escaped, and drawn as a Text, never as markup.
+"""
 
 import re
 
@@ -13,6 +17,8 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input, Static
+
+from autoresearch.runner.untrusted import escaped
 
 MATCH_STYLE = "black on yellow"
 CURRENT_LINE_STYLE = "on grey23"
@@ -32,7 +38,7 @@ class LogLines(ScrollView, can_focus=True):
         self.current = -1
 
     def set_lines(self, lines: tuple[str, ...]) -> None:
-        self.lines = tuple(line.expandtabs() for line in lines)
+        self.lines = tuple(escaped(line.expandtabs()) for line in lines)
         self.virtual_size = Size(max((len(line) for line in self.lines), default=0), len(self.lines))
         self.search(self.query)
 
@@ -88,7 +94,7 @@ class LogPane(Vertical):
     def compose(self) -> ComposeResult:
         yield LogLines(id="log-lines")
         yield Input(placeholder="search the log (enter: done, esc: close)", id="search")
-        yield Static("", id="found")
+        yield Static("", id="found", markup=False)
 
     def show(self, lines: tuple[str, ...], note: str) -> None:
         self.query_one(LogLines).set_lines(lines)

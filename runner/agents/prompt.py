@@ -1,9 +1,14 @@
 """The claude agent's prompt: a cached system part (instructions, program.md, prepare.py) and a user message
-with the current best train.py, the history, the best score and the last failure."""
+with the current best train.py, the history, the best score and the last failure.
+
+The history and the failure quote what earlier candidates printed and what the agent wrote: they enter the
+prompt as data (runner/untrusted.py), so a log cannot pass for a history row or a line of the instructions.
+"""
 
 from typing import Any
 
 from autoresearch.runner.agents.base import HistoryRow, ProposalContext
+from autoresearch.runner.untrusted import DESCRIPTION_CHARS, as_data, escaped, tail_as_data
 
 FAILURE_TAIL_CHARS = 4000
 
@@ -33,7 +38,8 @@ def first_message(context: ProposalContext) -> dict[str, Any]:
         f"Best val_bpb so far: {best}",
     ]
     if context.last_failure:
-        parts.append(f"The last experiment failed; the end of its log:\n<log>\n{tail(context.last_failure)}\n</log>")
+        failure = tail_as_data(context.last_failure, FAILURE_TAIL_CHARS)
+        parts.append(f"The last experiment failed; the end of its log:\n<log>\n{failure}\n</log>")
     parts.append("Propose the next experiment: edit train.py with the tools, then call submit.")
     return {"role": "user", "content": [{"type": "text", "text": "\n\n".join(parts)}]}
 
@@ -45,10 +51,6 @@ def history_table(rows: list[HistoryRow]) -> str:
     lines = ["seq\tcommit\tval_bpb\tstatus\tdescription"]
     for row in rows:
         bpb = "-" if row.val_bpb is None else f"{row.val_bpb:.6f}"
-        lines.append(f"{row.seq}\t{row.commit}\t{bpb}\t{row.status}\t{row.description}")
+        description = as_data(row.description, DESCRIPTION_CHARS)
+        lines.append(f"{row.seq}\t{escaped(row.commit)}\t{bpb}\t{escaped(row.status)}\t{description}")
     return "\n".join(lines)
-
-
-def tail(text: str, limit: int = FAILURE_TAIL_CHARS) -> str:
-    """The last limit characters of text, marked as cut when it was longer."""
-    return text if len(text) <= limit else "[...]" + text[-limit:]
