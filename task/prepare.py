@@ -751,7 +751,8 @@ def load_handover(folder: Path, device: str, max_bytes: int | None = None) -> Gr
 CAUSALITY_PROBES = 704  # 44 batches: (1 - 0.01) ** 704 < 0.001
 EXACT_BEFORE_CUT = 2  # positions before each cut whose logits are compared in full; earlier ones by projection
 PROJECTIONS = 4  # secret random directions the earlier logits are compared along
-PROBE_TOLERANCE = {"cpu": 1e-3, "cuda": 2e-2}  # largest change of logits that is numerical noise
+PROBE_TOLERANCE = {"cpu": 5e-3, "cuda": 2e-2}  # largest change of a logit that is numerical noise (an honest
+# model moved by up to 2.4e-4 on CPU between batch compositions; a peek within 5e-3 gains at most ~0.002 bpb)
 
 
 def spread_batches(rows: int, rng: np.random.Generator) -> list[np.ndarray]:
