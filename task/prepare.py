@@ -507,7 +507,7 @@ def read_handover(folder: Path, max_bytes: int | None = None) -> bytes:
     except OSError:
         entries = []
     if not entries:
-        raise ModelError(f"no hand-over in {folder}: train.py must call prepare.export_model")
+        raise ModelError(f"no exported model in {folder}: train.py must call prepare.export_model")
     if entries != [MODEL_FILE]:
         raise ViolationError(f"hand-over rejected: it holds {entries[:5]!r}; only {MODEL_FILE!r} is accepted")
     path = Path(folder) / MODEL_FILE

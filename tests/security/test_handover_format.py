@@ -197,7 +197,7 @@ def test_a_folder_as_the_model_and_extra_files_are_violations(honest, tmp_path):
 
 
 def test_an_empty_hand_over_is_a_crash_not_a_violation(tmp_path):
-    with pytest.raises(prepare.ModelError, match="no hand-over"):
+    with pytest.raises(prepare.ModelError, match="no exported model"):
         load(tmp_path)
 
 
