@@ -34,6 +34,7 @@ class Overhead:
     before_s: float  # host clock: container running -> first progress line
     after_s: float  # host clock: last progress line -> container exit
     compute_rate: float  # its compute seconds per wall second of the training container (0: unknown)
+    compute_outside_s: float | None = None  # its compute before the first and after the last progress line
 
 
 @dataclass
@@ -50,6 +51,7 @@ class RunFacts:
     before_progress_s: float | None  # host clock: container running -> first progress line (whole phase if none)
     after_progress_s: float | None  # host clock: last progress line -> container exit (0 if none)
     progress_span_s: float | None  # host clock: first -> last progress line (None if none)
+    compute_outside_s: float | None  # host-measured compute before the first and after the last progress line
     baseline: Overhead | None  # what this run's baseline measured; None for the baseline itself and `try`
     peak_vram_mb: float | None  # host-measured
     vram_cap_mb: float | None
@@ -69,7 +71,8 @@ class RunFacts:
 def overhead_of(facts: RunFacts) -> Overhead:
     """The Overhead a finished run measured, for judging the runs that follow it (missing times count as 0)."""
     return Overhead(before_s=facts.before_progress_s or 0.0, after_s=facts.after_progress_s or 0.0,
-                    compute_rate=_rate(facts.compute_s, facts.training_wall_s))
+                    compute_rate=_rate(facts.compute_s, facts.training_wall_s),
+                    compute_outside_s=facts.compute_outside_s)
 
 
 def recorded_overhead(timings: dict) -> Overhead | None:
@@ -77,7 +80,8 @@ def recorded_overhead(timings: dict) -> Overhead | None:
     if "before_progress" not in timings:
         return None
     return Overhead(before_s=timings["before_progress"] or 0.0, after_s=timings.get("after_progress") or 0.0,
-                    compute_rate=_rate(timings.get("compute"), timings.get("train_phase") or 0.0))
+                    compute_rate=_rate(timings.get("compute"), timings.get("train_phase") or 0.0),
+                    compute_outside_s=timings.get("compute_outside"))
 
 
 def _rate(compute: float | None, wall: float) -> float:
@@ -206,23 +210,37 @@ def _training_span(facts: RunFacts, policy: Policy) -> Hits:
 
 
 def _compute(facts: RunFacts, policy: Policy) -> Hits:
-    """Measured compute against (allowed span + before + after) * allowed rate + slack."""
+    """Measured compute against allowed span * allowed rate + allowed compute outside the span + slack."""
     if facts.compute_s is None:
         return []
-    source = "policy" if facts.baseline is None else "baseline"
-    span, before, after = (_allowed_span(facts, policy), _allowed_phase(facts, policy, "before"),
-                           _allowed_phase(facts, policy, "after"))
-    rate, slack = _allowed_rate(facts, policy), policy.rules["dynamic.compute"].params["slack_s"]
-    limit = (span.limit + before.limit + after.limit) * rate.limit + slack
+    span, rate = _allowed_span(facts, policy), _allowed_rate(facts, policy)
+    outside, slack = _allowed_outside(facts, policy, rate.limit), policy.rules["dynamic.compute"].params["slack_s"]
+    limit = span.limit * rate.limit + outside.limit + slack
     if facts.compute_s <= limit:
         return []
-    parts = {"span_s": _part(span.limit, "policy"), "before_s": _part(before.limit, source),
-             "after_s": _part(after.limit, source), "rate": _part(rate.limit, _rate_source(rate)),
+    parts = {"span_s": _part(span.limit, "policy"), "rate": _part(rate.limit, _rate_source(rate)),
+             "outside": _part(outside.limit, "baseline" if "baseline_outside" in outside.parts else "policy"),
              "slack_s": _part(slack, "policy")}
     unit = "GPU-busy" if facts.compute_kind == "gpu" else "CPU"
     return [(f"{facts.compute_s:.0f} {unit} seconds, more than the {limit:.0f} allowed",
              {"value": facts.compute_s, "limit": limit, "kind": facts.compute_kind, "parts": parts,
-              "rate_parts": rate.parts})]
+              "rate_parts": rate.parts, "outside_parts": outside.parts})]
+
+
+def _allowed_outside(facts: RunFacts, policy: Policy, rate: float) -> Allowance:
+    """Compute allowed outside the training span: what the baseline computed there, max(* factor, + slack * rate)
+    (a GPU idles while torch.compile works, so hidden training there shows); else the allowed times * rate."""
+    baseline, params = facts.baseline, policy.rules["dynamic.overhead"].params
+    if baseline is not None and baseline.compute_outside_s is not None:
+        measured = baseline.compute_outside_s
+        limit = max(measured * params["factor"], measured + params["slack_s"] * rate)
+        return Allowance(limit, {"baseline_outside": _part(measured, "baseline"),
+                                 "factor": _part(params["factor"], "policy"),
+                                 "slack_s": _part(params["slack_s"], "policy")})
+    before, after = _allowed_phase(facts, policy, "before"), _allowed_phase(facts, policy, "after")
+    source = "policy" if baseline is None else "baseline"
+    return Allowance((before.limit + after.limit) * rate, {"before_s": _part(before.limit, source),
+                                                          "after_s": _part(after.limit, source)})
 
 
 def _rate_source(rate: Allowance) -> str:

@@ -67,6 +67,7 @@ class Timings:
     after_progress: float = 0.0
     progress_span: float | None = None
     compute: float | None = None  # host-measured: GPU-busy seconds on a GPU, the container's CPU seconds on CPU
+    compute_outside: float | None = None  # the part of compute before the first and after the last progress line
 
 
 @dataclass
@@ -212,12 +213,15 @@ def _train_and_score(client, image, task_dir, train_py, data, work_dir, budget_s
 def progress_timings(progress_at: dict[str, float], running_at: float, trained: ContainerResult) -> dict:
     """Timings' host-clock fields from the first and last progress line's arrival."""
     usage = trained.usage
-    compute = None if usage is None else usage.busy_seconds if usage.kind == "nvml" else usage.cpu_seconds
+    compute = None if usage is None else usage.compute
     if not progress_at:
-        return {"before_progress": trained.run_seconds, "after_progress": 0.0, "compute": compute}
+        return {"before_progress": trained.run_seconds, "after_progress": 0.0, "compute": compute,
+                "compute_outside": compute}
     first, last = progress_at["first"], progress_at["last"]
+    outside = None if usage is None else usage.compute_at(first) + usage.compute - usage.compute_at(last)
     return {"before_progress": max(0.0, first - running_at), "progress_span": last - first,
-            "after_progress": max(0.0, running_at + trained.run_seconds - last), "compute": compute}
+            "after_progress": max(0.0, running_at + trained.run_seconds - last), "compute": compute,
+            "compute_outside": outside}
 
 
 def data_mounts(data: Path, split: str) -> list[Mount]:

@@ -58,6 +58,21 @@ class Usage:
     peak_mem_mb: float = 0.0  # peak memory of the container's processes (VRAM with nvml, RSS with psutil)
     limit_hit: str | None = None  # "memory_cap" or "disk_cap", when the monitor had the container killed
     peak_disk_bytes: int = 0
+    compute_trace: list[tuple[float, float]] = field(default_factory=list)  # (monotonic time, compute so far)
+
+    @property
+    def compute(self) -> float:
+        """The compute the budget rules meter: GPU-busy seconds with NVML, the container's CPU seconds without."""
+        return self.busy_seconds if self.kind == "nvml" else self.cpu_seconds
+
+    def compute_at(self, moment: float) -> float:
+        """Compute done by a monotonic moment, interpolated between samples (0 before the first)."""
+        earlier = [(t, c) for t, c in self.compute_trace if t <= moment]
+        later = [(t, c) for t, c in self.compute_trace if t > moment]
+        if not earlier or not later:
+            return earlier[-1][1] if earlier else 0.0
+        (t0, c0), (t1, c1) = earlier[-1], later[0]
+        return c0 + (c1 - c0) * (moment - t0) / (t1 - t0)
 
 
 def container_processes(init_pid: int) -> list[psutil.Process]:
@@ -264,6 +279,7 @@ class Monitor:
             self._stop.set()
             self._thread.join(timeout=5)
             self._count_cpu()
+            self.usage.compute_trace.append((time.monotonic(), self.usage.compute))
             if self.gpu:
                 self.gpu.close()
         return self.usage
@@ -283,6 +299,7 @@ class Monitor:
                 self.usage.busy_seconds = max(self.usage.busy_seconds, cpu_seconds)
             last = now
             self._count_cpu()
+            self.usage.compute_trace.append((now, self.usage.compute))
             self._record(sample)
             self._check_disk()
             if self.cancel is not None and self.cancel.is_set():

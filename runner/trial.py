@@ -262,6 +262,7 @@ def run_facts(outcome: ExperimentOutcome, policy: Policy, before: dict, after: d
         before_progress_s=timings.before_progress,
         after_progress_s=timings.after_progress,
         progress_span_s=timings.progress_span,
+        compute_outside_s=timings.compute_outside,
         baseline=baseline,
         peak_vram_mb=usage.peak_mem_mb if usage else None,
         vram_cap_mb=policy.limits.gpu_memory_cap_mb or None,

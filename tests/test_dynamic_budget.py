@@ -19,7 +19,7 @@ BUDGET_RULES = ("dynamic.overhead", "dynamic.training_span", "dynamic.compute")
 
 def facts(kind: str = "gpu", *, before: float | None, span: float | None, after: float | None,
           compute: float | None, budget_s: float = 300.0, capacity: float | None = None,
-          baseline: Overhead | None = None) -> RunFacts:
+          baseline: Overhead | None = None, outside: float | None = None) -> RunFacts:
     """A run whose own clock says it trained exactly the budget, whatever the host saw."""
     return RunFacts(
         budget_s=budget_s,
@@ -32,6 +32,7 @@ def facts(kind: str = "gpu", *, before: float | None, span: float | None, after:
         before_progress_s=before,
         after_progress_s=after,
         progress_span_s=span,
+        compute_outside_s=outside,
         baseline=baseline,
         peak_vram_mb=None,
         vram_cap_mb=None,
@@ -46,8 +47,9 @@ def facts(kind: str = "gpu", *, before: float | None, span: float | None, after:
 
 
 # Honest baselines: a GPU one that compiles for a minute, a CPU one on two cores.
-GPU_BASELINE = facts("gpu", before=60.0, span=302.0, after=20.0, compute=320.0)
-CPU_BASELINE = facts("cpu", before=8.0, span=302.0, after=6.0, compute=560.0, capacity=2.0)
+# The GPU idles while torch.compile works, so little of its compute falls outside the training span.
+GPU_BASELINE = facts("gpu", before=60.0, span=302.0, after=20.0, compute=320.0, outside=8.0)
+CPU_BASELINE = facts("cpu", before=8.0, span=302.0, after=6.0, compute=560.0, capacity=2.0, outside=20.0)
 GPU = overhead_of(GPU_BASELINE)
 CPU = overhead_of(CPU_BASELINE)
 
@@ -105,15 +107,16 @@ def test_a_hidden_gpu_burst_is_a_violation_even_when_the_clocks_look_honest():
     run = facts(before=60.0, span=302.0, after=20.0, compute=2000.0, baseline=GPU)
     assert findings(run) == [("dynamic.compute", "discard", None)]
     compute = only(run, "dynamic.compute")
-    window = (300 * 1.05 + 15) + max(60 * 1.5, 60 + 15) + max(20 * 1.5, 20 + 15)
+    outside = max(8 * 1.5, 8 + 15 * 1.0)  # what the baseline computed outside its span, give or take
     assert compute.evidence == {
-        "value": 2000.0, "limit": window * 1.0 + 15, "kind": "gpu",
-        "parts": {"span_s": {"value": 330.0, "source": "policy"}, "before_s": {"value": 90.0, "source": "baseline"},
-                  "after_s": {"value": 35.0, "source": "baseline"}, "rate": {"value": 1.0, "source": "host"},
-                  "slack_s": {"value": 15.0, "source": "policy"}},
+        "value": 2000.0, "limit": (300 * 1.05 + 15) * 1.0 + outside + 15, "kind": "gpu",
+        "parts": {"span_s": {"value": 330.0, "source": "policy"}, "rate": {"value": 1.0, "source": "host"},
+                  "outside": {"value": outside, "source": "baseline"}, "slack_s": {"value": 15.0, "source": "policy"}},
         "rate_parts": {"capacity": {"value": 1.0, "source": "host"}},
+        "outside_parts": {"baseline_outside": {"value": 8.0, "source": "baseline"},
+                          "factor": {"value": 1.5, "source": "policy"}, "slack_s": {"value": 15.0, "source": "policy"}},
     }
-    assert compute.message == "2000 GPU-busy seconds, more than the 470 allowed"
+    assert compute.message == "2000 GPU-busy seconds, more than the 368 allowed"
 
 
 def test_keeping_more_cores_busy_than_the_baseline_could_is_a_violation_on_cpu():
@@ -129,8 +132,7 @@ def test_keeping_more_cores_busy_than_the_baseline_could_is_a_violation_on_cpu()
         "baseline_rate": {"value": pytest.approx(560 / 316), "source": "baseline"},
         "rate_factor": {"value": 1.5, "source": "policy"},
     }
-    window = 330.0 + max(8 * 1.5, 8 + 15) + max(6 * 1.5, 6 + 15)
-    assert compute.evidence["limit"] == pytest.approx(window * rate + 15)
+    assert compute.evidence["limit"] == pytest.approx(330.0 * rate + max(20 * 1.5, 20 + 15 * rate) + 15)
     assert "CPU seconds" in compute.message
 
 
@@ -145,19 +147,19 @@ def test_the_baseline_itself_passes_under_the_first_run_allowance(policy, baseli
 
 @pytest.mark.parametrize("policy", [DEFAULT, STRICT], ids=["default", "strict"])
 def test_an_honest_candidate_at_the_baselines_overhead_passes(policy):
-    gpu = facts(before=63.0, span=303.0, after=21.0, compute=330.0, baseline=GPU)
+    gpu = facts(before=63.0, span=303.0, after=21.0, compute=0.98 * 303.0 + 9.0, baseline=GPU)
     cpu = facts("cpu", before=9.0, span=303.0, after=7.0, compute=600.0, capacity=2.0, baseline=CPU)
     assert findings(gpu, policy) == [] and findings(cpu, policy) == []
 
 
 def test_the_allowance_is_the_baseline_give_or_take():
     """max(baseline * factor, baseline + slack): a slower compile passes default, not strict."""
-    slower_compile = facts(before=85.0, span=302.0, after=20.0, compute=325.0, baseline=GPU)
+    slower_compile = facts(before=85.0, span=302.0, after=20.0, compute=315.0, baseline=GPU)
     assert findings(slower_compile) == []
     assert findings(slower_compile, STRICT) == [("dynamic.overhead", "discard", "before")]
-    at_limit = facts(before=90.0, span=330.0, after=35.0, compute=470.0, baseline=GPU)
+    at_limit = facts(before=90.0, span=330.0, after=35.0, compute=330.0 + 23.0 + 15.0, baseline=GPU)
     assert findings(at_limit) == []
-    over = facts(before=90.1, span=330.1, after=35.1, compute=470.1, baseline=GPU)
+    over = facts(before=90.1, span=330.1, after=35.1, compute=368.1, baseline=GPU)
     assert [rule for rule, _, _ in findings(over)] == ["dynamic.overhead", "dynamic.overhead",
                                                         "dynamic.training_span", "dynamic.compute"]
 
@@ -218,9 +220,12 @@ def test_a_run_with_no_progress_line_at_all_counts_as_all_overhead():
 
 
 def test_overhead_of_a_finished_run():
-    assert overhead_of(GPU_BASELINE) == Overhead(before_s=60.0, after_s=20.0, compute_rate=320.0 / 382.0)
-    assert overhead_of(CPU_BASELINE) == Overhead(before_s=8.0, after_s=6.0, compute_rate=560.0 / 316.0)
-    unmeasured = dataclasses.replace(CPU_BASELINE, compute_s=None, before_progress_s=None, after_progress_s=None)
+    assert overhead_of(GPU_BASELINE) == Overhead(before_s=60.0, after_s=20.0, compute_rate=320.0 / 382.0,
+                                                 compute_outside_s=8.0)
+    assert overhead_of(CPU_BASELINE) == Overhead(before_s=8.0, after_s=6.0, compute_rate=560.0 / 316.0,
+                                                 compute_outside_s=20.0)
+    unmeasured = dataclasses.replace(CPU_BASELINE, compute_s=None, before_progress_s=None, after_progress_s=None,
+                                     compute_outside_s=None)
     assert overhead_of(unmeasured) == Overhead(0.0, 0.0, 0.0)
     assert overhead_of(dataclasses.replace(CPU_BASELINE, training_wall_s=0.0)).compute_rate == 0.0
 
@@ -256,3 +261,24 @@ def test_strict_is_tighter_than_default():
         for key, value in STRICT.rules[rule_id].params.items():
             assert value <= DEFAULT.rules[rule_id].params[key], (rule_id, key)
         assert STRICT.rules[rule_id].action == "discard"
+
+
+def test_gpu_training_hidden_in_the_baselines_compile_time_is_a_violation():
+    """The baseline's GPU idled for most of its 60 s compile; a candidate that skips compiling and trains
+    eagerly for those 60 s (and 30 s more of slack) stays within the time allowances, not the compute one."""
+    cheat = facts("gpu", before=90.0, span=302.0, after=20.0, compute=90.0 + 302.0 + 8.0, outside=98.0,
+                  baseline=GPU)
+    assert findings(cheat) == [("dynamic.compute", "discard", None)]
+    evidence = check_run(cheat, DEFAULT)[0].evidence
+    assert evidence["parts"]["outside"] == {"value": 23.0, "source": "baseline"}
+
+
+def test_an_honest_gpu_candidate_that_compiles_longer_passes():
+    honest = facts("gpu", before=85.0, span=302.0, after=25.0, compute=302.0 + 12.0, outside=12.0, baseline=GPU)
+    assert findings(honest) == []
+
+
+def test_a_baseline_recorded_before_compute_was_split_falls_back_to_the_time_allowances():
+    old = Overhead(before_s=60.0, after_s=20.0, compute_rate=0.84)
+    run = facts("gpu", before=60.0, span=302.0, after=20.0, compute=400.0, baseline=old)
+    assert findings(run) == []  # (330 + 90 + 35) * 1.0 + 15 allows it

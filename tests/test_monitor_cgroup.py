@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.runner.monitor import CgroupCpu, Monitor, cgroup_cpu_counters, open_cgroup
+from autoresearch.runner.monitor import CgroupCpu, Monitor, Usage, cgroup_cpu_counters, open_cgroup
 
 BURN_S = 0.5
 # Burns BURN_S of CPU after the first line on stdin, says so, and exits after the second.
@@ -157,3 +157,14 @@ def test_a_cgroup_gone_at_stop_keeps_the_last_reading(tmp_path, sleeper):
     (root / "docker" / "abc" / "cpu.stat").unlink()
     (root / "docker" / "abc").rmdir()
     assert monitor.stop().cpu_seconds == 1.0
+
+
+def test_compute_at_interpolates_the_trace_and_splits_a_phase():
+    usage = Usage(kind="psutil", note="", cpu_seconds=30.0, compute_trace=[(10.0, 0.0), (11.0, 2.0), (20.0, 20.0),
+                                                                              (21.0, 30.0)])
+    assert usage.compute == 30.0
+    assert usage.compute_at(5.0) == 0.0 and usage.compute_at(30.0) == 30.0
+    assert usage.compute_at(10.5) == 1.0 and usage.compute_at(20.5) == 25.0
+    outside = usage.compute_at(10.5) + usage.compute - usage.compute_at(20.5)  # before the first, after the last
+    assert outside == 6.0
+    assert Usage(kind="nvml", note="", busy_seconds=7.0, cpu_seconds=99.0).compute == 7.0

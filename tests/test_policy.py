@@ -322,6 +322,7 @@ def clean_facts(**changes) -> RunFacts:
         before_progress_s=100.0,
         after_progress_s=20.0,
         progress_span_s=300.0,
+        compute_outside_s=None,
         baseline=None,
         peak_vram_mb=40_000.0,
         vram_cap_mb=60_000.0,

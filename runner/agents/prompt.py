@@ -38,7 +38,8 @@ def first_message(context: ProposalContext) -> dict[str, Any]:
         f"Best val_bpb so far: {best}",
     ]
     if context.last_failure:
-        failure = tail_as_data(context.last_failure, FAILURE_TAIL_CHARS)
+        # The log is the candidate's text: it must not be able to close the <log> block and speak as us.
+        failure = tail_as_data(context.last_failure, FAILURE_TAIL_CHARS).replace("</log", "<\\/log")
         parts.append(f"The last experiment failed; the end of its log:\n<log>\n{failure}\n</log>")
     parts.append("Propose the next experiment: edit train.py with the tools, then call submit.")
     return {"role": "user", "content": [{"type": "text", "text": "\n\n".join(parts)}]}
