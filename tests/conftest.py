@@ -19,7 +19,7 @@ def _unavailable(reason: str) -> None:
     """Skip the test for reason, or fail it when the environment requires Docker."""
     if os.environ.get("AUTORESEARCH_REQUIRE_DOCKER") == "1":
         pytest.fail(f"AUTORESEARCH_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason=reason)
 
 
 @pytest.fixture(scope="session")

@@ -459,7 +459,8 @@ def tiny_disk(tmp_path):
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        pytest.skip(reason=f"a real full disk needs a 1 MiB tmpfs, which only root can mount: "
+                           f"{mounted.stderr.strip()}")
     yield mountpoint
     subprocess.run(["umount", str(mountpoint)], check=True)
 
