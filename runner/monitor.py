@@ -202,8 +202,8 @@ def open_gpu(uuid: str | None) -> tuple[NvmlDevice | None, str]:
         return None, f"no NVIDIA driver ({exc}): reporting CPU and memory from psutil"
 
 
-def read_cpu(processes: list[psutil.Process]) -> tuple[Sample, float]:
-    """A psutil sample of the processes, and their total CPU seconds so far."""
+def read_cpu(processes: list[psutil.Process]) -> Sample:
+    """A psutil sample of the processes."""
     rss, cpu_percent = 0, 0.0
     for proc in processes:
         try:
@@ -212,11 +212,9 @@ def read_cpu(processes: list[psutil.Process]) -> tuple[Sample, float]:
                 cpu_percent += proc.cpu_percent()
         except psutil.Error:
             continue
-    cpu_seconds = cpu_seconds_of(processes)
     vm = psutil.virtual_memory()
-    sample = Sample(time.time(), "cpu", "psutil", cpu_percent, (vm.total - vm.available) / 2**20,
-                    vm.total / 2**20, rss / 2**20)
-    return sample, cpu_seconds
+    return Sample(time.time(), "cpu", "psutil", cpu_percent, (vm.total - vm.available) / 2**20, vm.total / 2**20,
+                  rss / 2**20)
 
 
 def cpu_seconds_of(processes: list[psutil.Process]) -> float:
@@ -291,14 +289,16 @@ class Monitor:
                 self._tracked.setdefault(proc.pid, proc)
             live = [p for p in self._tracked.values() if p.is_running()]
             now = time.monotonic()
+            # psutil's CPU count, summed once a sample where the busy seconds or cpu_seconds need it
+            counted = cpu_seconds_of(live) if self.gpu is None or self.cgroup is None else None
             if self.gpu:
                 sample = self.gpu.read({p.pid for p in live})
                 self.usage.busy_seconds += sample.util_percent / 100 * (now - last)
             else:
-                sample, cpu_seconds = read_cpu(live)
-                self.usage.busy_seconds = max(self.usage.busy_seconds, cpu_seconds)
+                sample = read_cpu(live)
+                self.usage.busy_seconds = max(self.usage.busy_seconds, counted)
             last = now
-            self._count_cpu()
+            self._count_cpu(counted)
             self.usage.compute_trace.append((now, self.usage.compute))
             self._record(sample)
             self._check_disk()
@@ -306,10 +306,13 @@ class Monitor:
                 self.kill(SKIPPED)
             self._stop.wait(self.interval_s)
 
-    def _count_cpu(self) -> None:
-        """Raise cpu_seconds to the latest reading; a cgroup or processes already gone keep the last one."""
+    def _count_cpu(self, counted: float | None = None) -> None:
+        """Raise cpu_seconds to the latest reading (the cgroup's, else psutil's: counted, or summed now); a
+        cgroup or processes already gone keep the last one."""
         if self.cgroup is not None:
             seconds = self.cgroup.seconds()
+        elif counted is not None:
+            seconds = counted
         else:
             seconds = cpu_seconds_of([proc for proc in list(self._tracked.values()) if proc.is_running()])
         if seconds is not None:

@@ -219,18 +219,17 @@ def remove_orphans(client: docker.DockerClient, labels: dict[str, str], alive: C
     is gone."""
     filters = {"label": [LABEL, *(f"{k}={v}" for k, v in labels.items())]}
 
-    def orphaned(labelled) -> bool:
-        pid = (labelled.attrs.get("Labels") or labelled.attrs.get("Config", {}).get("Labels") or {}).get(
-            "autoresearch.runner_pid", "")
+    def orphaned(labels_of: dict[str, str] | None) -> bool:
+        pid = (labels_of or {}).get("autoresearch.runner_pid", "")
         return not (pid.isdigit() and alive(int(pid)))
 
     removed = []
     for container in client.containers.list(all=True, filters=filters):
-        if orphaned(container):
+        if orphaned(container.labels):
             remove_quietly(container)
             removed.append(container.name)
     for volume in client.volumes.list(filters=filters):
-        if orphaned(volume):
+        if orphaned(volume.attrs.get("Labels")):
             remove_volume_quietly(volume)
             removed.append(volume.name)
     return removed

@@ -380,6 +380,7 @@ MAX_STRING = 256
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
           "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8,
           "uint8": torch.uint8, "bool": torch.bool}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 LAYOUTS = {"strided": torch.strided}
 MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "preserve_format": torch.preserve_format,
                   "channels_last": torch.channels_last}
@@ -448,8 +449,8 @@ def graph_of(program: "torch.export.ExportedProgram") -> tuple[dict, bytes]:
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"cannot hand over {spec.target} ({type(value).__name__}): only plain tensors")
         data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        dtype = next(name for name, d in DTYPES.items() if d == value.dtype)
-        tensors[spec.arg.name] = {"dtype": dtype, "shape": list(value.shape), "offset": offset, "nbytes": len(data)}
+        tensors[spec.arg.name] = {"dtype": dtype_name(value.dtype), "shape": list(value.shape), "offset": offset,
+                                  "nbytes": len(data)}
         chunks.append(data)
         offset += len(data)
     users = [s.arg.name for s in signature.input_specs if s.kind.name == "USER_INPUT"]
@@ -471,6 +472,13 @@ def graph_of(program: "torch.export.ExportedProgram") -> tuple[dict, bytes]:
     return header, b"".join(chunks)
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The hand-over's name of a plain dtype; ValueError for any other."""
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"cannot hand over a tensor of dtype {dtype}: plain dtypes only ({', '.join(DTYPES)})")
+    return DTYPE_NAMES[dtype]
+
+
 def encode_arg(value):
     """One node argument as JSON (see the format above)."""
     if isinstance(value, torch.fx.Node):
@@ -482,7 +490,7 @@ def encode_arg(value):
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, torch.dtype):
-        return {"dtype": next(name for name, d in DTYPES.items() if d == value)}
+        return {"dtype": dtype_name(value)}
     if isinstance(value, torch.device):
         return {"device": value.type}
     if isinstance(value, torch.layout):
@@ -601,9 +609,9 @@ def _check_node(node, known: set) -> None:
         _expect(len(args) == 2 and _is_ref(args[0]) and isinstance(args[1], int) and not node["kwargs"],
                 f"node {name}: getitem takes a node and an index")
         return
-    _resolve_op(op, name)
-    for argument, required in ARGUMENT_RULES.get(str(op).split(".")[1], {}).items():
-        value = _argument(_resolve_op(op, name), node, argument)
+    overload = _resolve_op(op, name)
+    for argument, required in ARGUMENT_RULES.get(op.split(".")[1], {}).items():
+        value = _argument(overload, node, argument)
         _expect(value == required, f"node {name}: {op} with {argument}={value!r} (only {required!r} is allowed)")
 
 
@@ -681,7 +689,8 @@ class GraphModel:
             .view(DTYPES[s["dtype"]]).reshape(s["shape"]).to(self.device)
             for name, s in header["tensors"].items()
         }
-        self.nodes = [(n["name"], n["op"], n["args"], n["kwargs"]) for n in header["nodes"]]
+        self.nodes = [(n["name"], n["op"], [self._constant(a) for a in n["args"]],
+                       {key: self._constant(v) for key, v in n["kwargs"].items()}) for n in header["nodes"]]
         self.ops = {op: _resolve_op(op, name) for name, op, _, _ in self.nodes if op != "getitem"}
         last_use = {}
         for i, (_, _, args, kwargs) in enumerate(self.nodes):
@@ -695,8 +704,8 @@ class GraphModel:
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         values = {**self.tensors, self.input: ids}
         for (name, op, args, kwargs), frees in zip(self.nodes, self.frees, strict=True):
-            args = [self._decode(a, values) for a in args]
-            kwargs = {key: self._decode(v, values) for key, v in kwargs.items()}
+            args = [_bind(a, values) for a in args]
+            kwargs = {key: _bind(v, values) for key, v in kwargs.items()}
             if op == "getitem":
                 sequence, index = args
                 if not isinstance(sequence, list | tuple):
@@ -708,16 +717,23 @@ class GraphModel:
                 del values[ref]
         return values[self.output]
 
-    def _decode(self, value, values: dict):
-        """A JSON argument as the op takes it: references looked up, tagged values made torch values."""
+    def _constant(self, value):
+        """A JSON argument with its tagged values made torch values, once at load; references stay for _bind."""
         if isinstance(value, list):
-            return [self._decode(v, values) for v in value]
-        if isinstance(value, dict):
+            return [self._constant(v) for v in value]
+        if isinstance(value, dict) and not _is_ref(value):
             ((tag, inner),) = value.items()
-            decoders = {"ref": values.__getitem__, "dtype": DTYPES.__getitem__, "device": lambda _: self.device,
-                        "layout": LAYOUTS.__getitem__, "memory_format": MEMORY_FORMATS.__getitem__, "float": float}
+            decoders = {"dtype": DTYPES.__getitem__, "device": lambda _: self.device, "layout": LAYOUTS.__getitem__,
+                        "memory_format": MEMORY_FORMATS.__getitem__, "float": float}
             return decoders[tag](inner)
         return value
+
+
+def _bind(value, values: dict):
+    """An argument with its references replaced by the values they name in this forward pass."""
+    if isinstance(value, list):
+        return [_bind(v, values) for v in value]
+    return values[value["ref"]] if isinstance(value, dict) else value
 
 
 def _refs(value) -> Iterator[str]:
