@@ -1,1 +1,1 @@
-"""Data package: the experiment image's Dockerfile and pinned requirements (built by runner/images.py)."""
+"""Data package: the experiment image's Dockerfile and pinned requirements (built by runner/sandbox/images.py)."""

@@ -14,8 +14,8 @@ import textwrap
 from collections import Counter
 from dataclasses import dataclass
 
-from autoresearch.runner import store
-from autoresearch.runner.untrusted import escaped
+from autoresearch.runner.record import store
+from autoresearch.runner.record.untrusted import escaped
 
 WIDTH = 100
 INDENT = " " * 6

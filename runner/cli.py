@@ -11,14 +11,14 @@ from autoresearch.runner.errors import UserError
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
-    from autoresearch.runner import images
+    from autoresearch.runner.sandbox import images
 
     images.build_image(flavor=args.flavor, force=args.force)
     return 0
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from autoresearch.runner import data
+    from autoresearch.runner.phases import data
     from autoresearch.runner.task_files import default_task_dir
 
     print(data.prepare_data(default_task_dir(), source=args.source, flavor=args.flavor))
@@ -27,11 +27,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.loop is not None:
-        from autoresearch.runner.loop_bench import run_loop_bench
+        from autoresearch.runner.bench.loop_bench import run_loop_bench
 
         run_loop_bench(experiments=args.loop, budget_s=args.budget, as_json=args.json)
         return 0
-    from autoresearch.runner import bench
+    from autoresearch.runner.bench import task_bench as bench
 
     bench.run_task_bench(runs=args.runs, budget_s=args.budget, as_json=args.json)
     return 0
@@ -41,7 +41,7 @@ def _cmd_try(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from autoresearch.runner.policy import load_policy
+    from autoresearch.runner.check.policy import load_policy
     from autoresearch.runner.trial import try_candidate
     from autoresearch.runner.workspace import find_workspace
 
@@ -61,8 +61,8 @@ def _cmd_try(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from autoresearch.runner import store
     from autoresearch.runner.audit import audit
+    from autoresearch.runner.record import store
     from autoresearch.runner.workspace import find_workspace
 
     ws = find_workspace()
@@ -80,7 +80,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from autoresearch.runner import store
+    from autoresearch.runner.record import store
     from autoresearch.runner.workspace import find_workspace
 
     ws = find_workspace()
@@ -103,7 +103,7 @@ def _workspace():
 
 def _reader(ws):
     """A read-only store connection, or a UserError when nothing has run yet."""
-    from autoresearch.runner import store
+    from autoresearch.runner.record import store
 
     if not ws.store_path.exists():
         raise UserError(f"nothing has run in {ws.root} yet: start with `autoresearch run`")
@@ -143,7 +143,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from autoresearch.runner.report import pick_run, render_status, run_status, status_dict
+    from autoresearch.runner.record.views import pick_run, render_status, run_status, status_dict
 
     conn = _reader(_workspace())
     try:
@@ -177,7 +177,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from autoresearch.runner.report import leaderboard, pick_run, render_leaderboard
+    from autoresearch.runner.record.views import leaderboard, pick_run, render_leaderboard
 
     conn = _reader(_workspace())
     try:
@@ -189,7 +189,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from autoresearch.runner.report import pick_run, results_tsv
+    from autoresearch.runner.record.views import pick_run, results_tsv
 
     conn = _reader(_workspace())
     try:
@@ -205,8 +205,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from autoresearch.runner import gitrepo
-    from autoresearch.runner.report import diff_against_baseline, export_best, pick_run
+    from autoresearch.runner.record import gitrepo
+    from autoresearch.runner.record.views import diff_against_baseline, export_best, pick_run
 
     ws = _workspace()
     conn = _reader(ws)

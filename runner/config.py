@@ -29,10 +29,10 @@ from typing import Any, NoReturn
 import tomli_w
 
 from autoresearch.runner.agents.base import AgentSettings
-from autoresearch.runner.data import SOURCES
+from autoresearch.runner.check.policy import toml_spelling
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.images import FLAVORS
-from autoresearch.runner.policy import toml_spelling
+from autoresearch.runner.phases.data import SOURCES
+from autoresearch.runner.sandbox.images import FLAVORS
 
 AGENTS = ("claude", "sweep", "replay")
 

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from autoresearch.runner import store
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.lock import holder
-from autoresearch.runner.report import pick_run, runner_alive
+from autoresearch.runner.record import store
+from autoresearch.runner.record.views import pick_run, runner_alive
 from autoresearch.runner.workspace import Workspace
 
 ACK_WAIT_S = 5.0

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pygit2
 
-from autoresearch.runner import gitrepo
 from autoresearch.runner.config import default_config_toml
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.record import gitrepo
 from autoresearch.runner.task_files import TASK_FILES, default_task_dir
 from autoresearch.runner.workspace import CONFIG_FILE, STATE_DIR, find_workspace
 

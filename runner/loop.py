@@ -23,7 +23,6 @@ from pathlib import Path
 import docker.errors
 import requests
 
-from autoresearch.runner import gitrepo, store
 from autoresearch.runner.agents import Exhausted, make_agent
 from autoresearch.runner.agents.base import (
     Agent,
@@ -34,15 +33,17 @@ from autoresearch.runner.agents.base import (
     Proposal,
     ProposalContext,
 )
+from autoresearch.runner.check.dynamic_rules import Overhead, recorded_overhead
+from autoresearch.runner.check.policy import Policy, load_policy, policy_to_toml
 from autoresearch.runner.config import Config, KeepRule, load_config
-from autoresearch.runner.docker_engine import engine_reachable
-from autoresearch.runner.dynamic_rules import Overhead, recorded_overhead
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.experiment import SKIPPED_REASON, score_handover
-from autoresearch.runner.gpus import assigned_gpu
 from autoresearch.runner.lock import runner_lock
-from autoresearch.runner.policy import Policy, load_policy, policy_to_toml
-from autoresearch.runner.sandbox import remove_labelled
+from autoresearch.runner.phases.experiment import SKIPPED_REASON, score_handover
+from autoresearch.runner.record import gitrepo, store
+from autoresearch.runner.record.untrusted import DESCRIPTION_CHARS, as_data
+from autoresearch.runner.sandbox.docker_provider import remove_labelled
+from autoresearch.runner.sandbox.engine import engine_reachable
+from autoresearch.runner.sandbox.gpus import assigned_gpu
 from autoresearch.runner.steering import Steering
 from autoresearch.runner.trial import (
     Candidate,
@@ -51,7 +52,6 @@ from autoresearch.runner.trial import (
     execute_candidate,
     prerequisites,
 )
-from autoresearch.runner.untrusted import DESCRIPTION_CHARS, as_data
 from autoresearch.runner.workspace import CONFIG_FILE, Workspace
 
 FAILED = ("crash", "timeout", "oom", "killed", "violation")
@@ -427,6 +427,6 @@ def _read(path: Path) -> str:
 
 
 def _flavor(flavor: str) -> str:
-    from autoresearch.runner.images import resolve_flavor
+    from autoresearch.runner.sandbox.images import resolve_flavor
 
     return resolve_flavor(flavor)

@@ -9,7 +9,7 @@ event that the running container's monitor watches.
 import threading
 from pathlib import Path
 
-from autoresearch.runner import store
+from autoresearch.runner.record import store
 
 TICK_S = 1.0
 

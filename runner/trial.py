@@ -18,20 +18,21 @@ from pathlib import Path
 import docker
 import psutil
 
-from autoresearch.runner import images, store
-from autoresearch.runner.data import prepare_data
-from autoresearch.runner.docker_engine import connect
-from autoresearch.runner.dynamic_rules import Overhead, RunFacts, check_run
+from autoresearch.runner.check.dynamic_rules import Overhead, RunFacts, check_run
+from autoresearch.runner.check.findings import Finding, worst_action
+from autoresearch.runner.check.integrity import hash_files, protected_files
+from autoresearch.runner.check.policy import Policy
+from autoresearch.runner.check.static_rules import check_source
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.experiment import ExperimentOutcome, run_experiment
-from autoresearch.runner.findings import Finding, worst_action
-from autoresearch.runner.integrity import hash_files, protected_files
-from autoresearch.runner.metrics import ProgressPoint
-from autoresearch.runner.monitor import Sample
-from autoresearch.runner.policy import Policy
-from autoresearch.runner.sandbox import Handover, remove_orphans
-from autoresearch.runner.static_rules import check_source
-from autoresearch.runner.untrusted import as_data, json_as_data
+from autoresearch.runner.phases.data import prepare_data
+from autoresearch.runner.phases.experiment import ExperimentOutcome, run_experiment
+from autoresearch.runner.phases.metrics import ProgressPoint
+from autoresearch.runner.record import store
+from autoresearch.runner.record.untrusted import as_data, json_as_data
+from autoresearch.runner.sandbox import images
+from autoresearch.runner.sandbox.docker_provider import Handover, remove_orphans
+from autoresearch.runner.sandbox.engine import connect
+from autoresearch.runner.sandbox.monitor import Sample
 from autoresearch.runner.workspace import Workspace
 
 MAX_METRIC_POINTS = 100_000  # per experiment: a flood of progress lines cannot fill the store

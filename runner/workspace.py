@@ -8,7 +8,7 @@ its own store and logs, so that `autoresearch try` works anywhere.
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoresearch.runner.data import cache_dir
+from autoresearch.runner.phases.data import cache_dir
 from autoresearch.runner.task_files import default_task_dir
 
 CONFIG_FILE = "autoresearch.toml"

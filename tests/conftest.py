@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from autoresearch.runner.docker_engine import connect
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.images import build_image
+from autoresearch.runner.sandbox.engine import connect
+from autoresearch.runner.sandbox.images import build_image
 
 
 def _unavailable(reason: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.runner import store
+from autoresearch.runner.record import store
 
 
 def autoresearch(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -9,8 +9,8 @@ import dataclasses
 
 import pytest
 
-from autoresearch.runner.dynamic_rules import Overhead, RunFacts, check_run, overhead_of
-from autoresearch.runner.policy import load_policy
+from autoresearch.runner.check.dynamic_rules import Overhead, RunFacts, check_run, overhead_of
+from autoresearch.runner.check.policy import load_policy
 
 DEFAULT = load_policy()
 STRICT = load_policy(name="strict")

@@ -5,8 +5,8 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from autoresearch.runner import gitrepo
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.record import gitrepo
 
 TRAIN = b"lr = 0.01\nsteps = 100\n"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from autoresearch.runner import images
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.sandbox import images
 
 IMPORTS = "import torch, tiktoken, rustbpe, numpy, pyarrow; print(torch.__version__)"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.runner.logs import CappedLog
+from autoresearch.runner.sandbox.logs import CappedLog
 
 
 def expected_file(stream: bytes, max_bytes: int) -> bytes:

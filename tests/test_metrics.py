@@ -1,6 +1,6 @@
 """Parsing train.py's progress lines and summary block."""
 
-from autoresearch.runner.metrics import ProgressPoint, parse_progress, parse_summary
+from autoresearch.runner.phases.metrics import ProgressPoint, parse_progress, parse_summary
 
 
 def test_progress_line_parses():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.runner.monitor import CgroupCpu, Monitor, Usage, cgroup_cpu_counters, open_cgroup
+from autoresearch.runner.sandbox.monitor import CgroupCpu, Monitor, Usage, cgroup_cpu_counters, open_cgroup
 
 BURN_S = 0.5
 # Burns BURN_S of CPU after the first line on stdin, says so, and exits after the second.

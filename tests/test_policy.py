@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.runner.dynamic_rules import RunFacts, check_run
+from autoresearch.runner.check.dynamic_rules import RunFacts, check_run
+from autoresearch.runner.check.findings import Finding, worst_action
+from autoresearch.runner.check.policy import RULE_PARAMS, bundled_policies, load_policy, policy_to_toml
+from autoresearch.runner.check.static_rules import check_source
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.findings import Finding, worst_action
-from autoresearch.runner.policy import RULE_PARAMS, bundled_policies, load_policy, policy_to_toml
-from autoresearch.runner.static_rules import check_source
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "task"
 DEFAULT = load_policy()

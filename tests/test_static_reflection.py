@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.runner.findings import worst_action
-from autoresearch.runner.policy import load_policy
-from autoresearch.runner.static_rules import check_source
+from autoresearch.runner.check.findings import worst_action
+from autoresearch.runner.check.policy import load_policy
+from autoresearch.runner.check.static_rules import check_source
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = load_policy()

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.runner import store
 from autoresearch.runner.audit import audit
+from autoresearch.runner.check.findings import Finding
 from autoresearch.runner.cli import disk_full, main
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.experiment import Timings
-from autoresearch.runner.findings import Finding
-from autoresearch.runner.metrics import ProgressPoint
-from autoresearch.runner.monitor import Sample
-from autoresearch.runner.untrusted import as_data
+from autoresearch.runner.phases.experiment import Timings
+from autoresearch.runner.phases.metrics import ProgressPoint
+from autoresearch.runner.record import store
+from autoresearch.runner.record.untrusted import as_data
+from autoresearch.runner.sandbox.monitor import Sample
 
 
 @pytest.fixture
@@ -205,8 +205,8 @@ BATCH = 2000
 LOOP_CHILD = textwrap.dedent(f"""
     import sys
     from pathlib import Path
-    from autoresearch.runner import store
-    from autoresearch.runner.metrics import ProgressPoint
+    from autoresearch.runner.record import store
+    from autoresearch.runner.phases.metrics import ProgressPoint
 
     conn = store.open_store(Path(sys.argv[1]))
     run = store.create_run(conn, tag="killed", agent="sweep")
@@ -258,7 +258,7 @@ def test_a_writer_killed_mid_way_leaves_every_committed_row_and_nothing_half_wri
 INSIDE_CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from autoresearch.runner import store
+    from autoresearch.runner.record import store
 
     conn = store.open_store(Path(sys.argv[1]))
     store.create_experiment(conn, run_id=None, description="committed")

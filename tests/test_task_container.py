@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from autoresearch.runner.data import prepare_data
-from autoresearch.runner.experiment import run_experiment
+from autoresearch.runner.phases.data import prepare_data
+from autoresearch.runner.phases.experiment import run_experiment
 from autoresearch.runner.task_files import default_task_dir
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.runner import store
 from autoresearch.runner.agents.base import HistoryRow, ProposalContext
 from autoresearch.runner.agents.prompt import FAILURE_TAIL_CHARS, first_message, history_table
+from autoresearch.runner.check.findings import Finding
 from autoresearch.runner.cli import main
-from autoresearch.runner.findings import Finding
-from autoresearch.runner.untrusted import DESCRIPTION_CHARS, EXCERPT_CHARS, as_data, escaped, json_as_data, tail_as_data
+from autoresearch.runner.record import store
+from autoresearch.runner.record.untrusted import (
+    DESCRIPTION_CHARS,
+    EXCERPT_CHARS,
+    as_data,
+    escaped,
+    json_as_data,
+    tail_as_data,
+)
 from tests.tui.seed import seed_workspace
 
 HOSTILE = ("\x1b[2J\x1b]0;pwned\x07\x1b]52;c;ZWNobyBwd25lZA==\x07\u202eevil"

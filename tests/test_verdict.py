@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.runner.experiment import MAX_VERDICT_BYTES, VERDICT_FILE, read_verdict
-from autoresearch.runner.sandbox import ContainerResult
+from autoresearch.runner.phases.experiment import MAX_VERDICT_BYTES, VERDICT_FILE, read_verdict
+from autoresearch.runner.sandbox.docker_provider import ContainerResult
 
 NONCE = "a" * 32
 

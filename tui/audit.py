@@ -9,9 +9,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from autoresearch.runner import store
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.store import Run, StoredFinding
+from autoresearch.runner.record import store
+from autoresearch.runner.record.store import Run, StoredFinding
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui import format as fmt
 from autoresearch.tui import queries

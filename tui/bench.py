@@ -26,8 +26,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from autoresearch.runner import store
-from autoresearch.runner.metrics import ProgressPoint
+from autoresearch.runner.phases.metrics import ProgressPoint
+from autoresearch.runner.record import store
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui.snapshot import StorePoller
 

@@ -19,7 +19,7 @@ from textual.widgets import Footer, Static
 
 from autoresearch.runner import control
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.store import Experiment
+from autoresearch.runner.record.store import Experiment
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui.confirm import ConfirmScreen
 from autoresearch.tui.editor import edit

@@ -7,16 +7,16 @@
 - its metric points, the best kept experiment's for comparison, and its findings.
 
 The store hands out its untrusted text as data already; what is read here besides (the model's replies, the
-log) is escaped on its way to the screen (runner/untrusted.py), and all of it is drawn as Text, not markup.
+log) is escaped on its way to the screen (runner/record/untrusted.py), and all of it is drawn as Text, not markup.
 """
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch.runner import gitrepo, store
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.untrusted import as_data, escaped
+from autoresearch.runner.record import gitrepo, store
+from autoresearch.runner.record.untrusted import as_data, escaped
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui import queries
 

@@ -13,9 +13,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.report import memory_mb
-from autoresearch.runner.store import Experiment, Run
-from autoresearch.runner.untrusted import escaped
+from autoresearch.runner.record.store import Experiment, Run
+from autoresearch.runner.record.untrusted import escaped
+from autoresearch.runner.record.views import memory_mb
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui import format as fmt
 from autoresearch.tui.details import Detail, load_detail, turn_lines

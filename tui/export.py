@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from autoresearch.runner import gitrepo
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.store import Experiment
+from autoresearch.runner.record import gitrepo
+from autoresearch.runner.record.store import Experiment
 from autoresearch.runner.workspace import Workspace
 
 EXPORT_DIR = "exports"

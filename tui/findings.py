@@ -4,7 +4,7 @@ import json
 
 from rich.text import Text
 
-from autoresearch.runner.store import Experiment, StoredFinding
+from autoresearch.runner.record.store import Experiment, StoredFinding
 from autoresearch.tui import format as fmt
 
 EVIDENCE_CHARS = 400

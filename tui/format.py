@@ -4,7 +4,7 @@ import json
 
 from rich.text import Text
 
-from autoresearch.runner.store import Experiment
+from autoresearch.runner.record.store import Experiment
 
 # Each status has a colour and a mark, so it reads at a glance in colour and without it.
 STATUS_STYLES: dict[str, tuple[str, str]] = {

@@ -14,7 +14,7 @@ from itertools import groupby
 from rich.text import Text
 from textual.widget import Widget
 
-from autoresearch.runner.store import GpuSample
+from autoresearch.runner.record.store import GpuSample
 from autoresearch.tui import format as fmt
 from autoresearch.tui.plot import Canvas, column_spans
 

@@ -2,8 +2,8 @@
 
 from rich.text import Text
 
-from autoresearch.runner.report import memory_mb
-from autoresearch.runner.store import Experiment
+from autoresearch.runner.record.store import Experiment
+from autoresearch.runner.record.views import memory_mb
 from autoresearch.tui import format as fmt
 from autoresearch.tui.rows import Column, RowTable
 

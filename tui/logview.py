@@ -18,7 +18,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input, Static
 
-from autoresearch.runner.untrusted import escaped
+from autoresearch.runner.record.untrusted import escaped
 
 MATCH_STYLE = "black on yellow"
 CURRENT_LINE_STYLE = "on grey23"

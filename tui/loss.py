@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
 
-from autoresearch.runner.store import Experiment, MetricPoint
+from autoresearch.runner.record.store import Experiment, MetricPoint
 from autoresearch.tui.plot import Canvas, axis_rows, column_spans, padded_range, x_axis
 
 Y_LABEL_WIDTH = 7

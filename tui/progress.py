@@ -8,7 +8,7 @@ would otherwise flatten the frontier the chart is for; such points sit on the to
 from rich.text import Text
 from textual.widget import Widget
 
-from autoresearch.runner.store import Experiment
+from autoresearch.runner.record.store import Experiment
 from autoresearch.tui.plot import Canvas, axis_rows, column_spans, x_axis
 
 Y_LABEL_WIDTH = 9

@@ -1,4 +1,4 @@
-"""The TUI's own read queries, beside runner/store.py's: incremental and bounded, for a live view.
+"""The TUI's own read queries, beside runner/record/store.py's: incremental and bounded, for a live view.
 
 Each is one indexed SELECT on a read-only connection; rows decode to the store's own dataclasses.
 """
@@ -7,7 +7,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from autoresearch.runner import store
+from autoresearch.runner.record import store
 
 EXPERIMENT_SQL = f"SELECT {', '.join(store.EXPERIMENT_COLUMNS)} FROM experiments"
 GPU_SQL = f"SELECT {', '.join(store.GPU_COLUMNS)} FROM gpu_samples"

@@ -24,9 +24,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch.runner import store
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.report import runner_alive
+from autoresearch.runner.record import store
+from autoresearch.runner.record.views import runner_alive
 from autoresearch.tui import queries
 
 ACTIVE_STATUSES = frozenset({"pending", "running"})

@@ -7,8 +7,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-from autoresearch.runner import gitrepo
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.record import gitrepo
 from autoresearch.runner.workspace import Workspace
 
 DEFAULT_TAG = "main"

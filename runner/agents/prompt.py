@@ -2,13 +2,13 @@
 with the current best train.py, the history, the best score and the last failure.
 
 The history and the failure quote what earlier candidates printed and what the agent wrote: they enter the
-prompt as data (runner/untrusted.py), so a log cannot pass for a history row or a line of the instructions.
+prompt as data (runner/record/untrusted.py), so a log cannot pass for a history row or a line of the instructions.
 """
 
 from typing import Any
 
 from autoresearch.runner.agents.base import HistoryRow, ProposalContext
-from autoresearch.runner.untrusted import DESCRIPTION_CHARS, as_data, escaped, tail_as_data
+from autoresearch.runner.record.untrusted import DESCRIPTION_CHARS, as_data, escaped, tail_as_data
 
 FAILURE_TAIL_CHARS = 4000
 

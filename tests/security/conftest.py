@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch.runner import store
-from autoresearch.runner.data import prepare_data
-from autoresearch.runner.integrity import hash_files, protected_files
-from autoresearch.runner.policy import Policy, load_policy
-from autoresearch.runner.sandbox import LABEL
+from autoresearch.runner.check.integrity import hash_files, protected_files
+from autoresearch.runner.check.policy import Policy, load_policy
+from autoresearch.runner.phases.data import prepare_data
+from autoresearch.runner.record import store
+from autoresearch.runner.sandbox.docker_provider import LABEL
 from autoresearch.runner.trial import TrialResult, try_candidate
 from autoresearch.runner.workspace import find_workspace
 

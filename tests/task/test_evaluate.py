@@ -209,6 +209,6 @@ def test_cli_reports_missing_and_corrupt_hand_overs(prepare, offline_data, tmp_p
 
 
 def test_the_runner_and_the_scorer_agree_on_the_verdict_channel(prepare):
-    from autoresearch.runner import experiment
+    from autoresearch.runner.phases import experiment
 
     assert (experiment.VERDICT_FILE, experiment.NONCE_ENV) == (prepare.VERDICT_FILE, prepare.NONCE_ENV)

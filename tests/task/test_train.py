@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from autoresearch.runner.metrics import parse_progress, parse_summary
+from autoresearch.runner.phases.metrics import parse_progress, parse_summary
 
 from .conftest import TASK_DIR
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pygit2
 
-from autoresearch.runner import store
-from autoresearch.runner.findings import Finding
-from autoresearch.runner.metrics import ProgressPoint
-from autoresearch.runner.monitor import Sample
+from autoresearch.runner.check.findings import Finding
+from autoresearch.runner.phases.metrics import ProgressPoint
+from autoresearch.runner.record import store
+from autoresearch.runner.sandbox.monitor import Sample
 from autoresearch.runner.workspace import Workspace
 
 T0 = 1_700_000_000.0

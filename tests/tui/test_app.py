@@ -5,8 +5,9 @@ from contextlib import contextmanager, nullcontext
 
 import pytest
 
-from autoresearch.runner import control, store
-from autoresearch.runner.metrics import ProgressPoint
+from autoresearch.runner import control
+from autoresearch.runner.phases.metrics import ProgressPoint
+from autoresearch.runner.record import store
 from autoresearch.runner.steering import Steering
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui.app import TooSmallScreen

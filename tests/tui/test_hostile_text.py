@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from autoresearch.runner import store
-from autoresearch.runner.findings import Finding
+from autoresearch.runner.check.findings import Finding
+from autoresearch.runner.record import store
 from autoresearch.tui.audit import AuditScreen
 from autoresearch.tui.experiment import ExperimentScreen
 from autoresearch.tui.history import HistoryTable

@@ -2,8 +2,8 @@
 
 import sqlite3
 
-from autoresearch.runner import store
-from autoresearch.runner.metrics import ProgressPoint
+from autoresearch.runner.phases.metrics import ProgressPoint
+from autoresearch.runner.record import store
 from autoresearch.tui.snapshot import StorePoller, run_state
 from tests.tui.seed import NOW, seed_workspace
 

@@ -18,8 +18,8 @@ evidence lists its parts and where each came from: "policy" (the budget included
 import math
 from dataclasses import dataclass
 
-from autoresearch.runner.findings import Finding
-from autoresearch.runner.policy import Policy
+from autoresearch.runner.check.findings import Finding
+from autoresearch.runner.check.policy import Policy
 
 MAX_EXCERPT = 300
 Hits = list[tuple[str, dict]]  # (message, evidence) for each thing a rule saw

@@ -23,12 +23,19 @@ from pathlib import Path
 
 import docker
 
-from autoresearch.runner.data import grant_container_write, split_files
-from autoresearch.runner.metrics import ProgressPoint, parse_progress, parse_summary
-from autoresearch.runner.monitor import SKIPPED, Monitor, Sample, Usage
-from autoresearch.runner.policy import Limits, load_policy
-from autoresearch.runner.sandbox import ContainerResult, ContainerSpec, Handover, Mount, open_handover, run_container
-from autoresearch.runner.untrusted import as_data
+from autoresearch.runner.check.policy import Limits, load_policy
+from autoresearch.runner.phases.data import grant_container_write, split_files
+from autoresearch.runner.phases.metrics import ProgressPoint, parse_progress, parse_summary
+from autoresearch.runner.record.untrusted import as_data
+from autoresearch.runner.sandbox.docker_provider import (
+    ContainerResult,
+    ContainerSpec,
+    Handover,
+    Mount,
+    open_handover,
+    run_container,
+)
+from autoresearch.runner.sandbox.monitor import SKIPPED, Monitor, Sample, Usage
 
 SCORE_DEADLINE_S = 900.0
 SKIPPED_REASON = "skipped by the user"

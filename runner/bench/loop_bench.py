@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from autoresearch.runner import store
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.init import init_workspace
 from autoresearch.runner.loop import Loop, RunOptions
+from autoresearch.runner.record import store
 from autoresearch.runner.workspace import find_workspace
 
 PARTS = {

@@ -10,11 +10,11 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from autoresearch.runner import images
-from autoresearch.runner.data import prepare_data
-from autoresearch.runner.docker_engine import connect
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.experiment import Timings, run_experiment
+from autoresearch.runner.phases.data import prepare_data
+from autoresearch.runner.phases.experiment import Timings, run_experiment
+from autoresearch.runner.sandbox import images
+from autoresearch.runner.sandbox.engine import connect
 from autoresearch.runner.task_files import default_task_dir
 
 PHASES = {

@@ -23,8 +23,8 @@ from typing import Any, NoReturn
 
 import tomli_w
 
+from autoresearch.runner.check.findings import ACTIONS, SEVERITIES, Finding
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.findings import ACTIONS, SEVERITIES, Finding
 
 PACKAGE = "autoresearch.policies"
 TOP_LEVEL_KEYS = ("name", "description", "extends", "limits", "rules")

@@ -11,10 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from autoresearch.runner import images
-from autoresearch.runner.docker_engine import connect
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.sandbox import ContainerSpec, Mount, run_container
+from autoresearch.runner.sandbox import images
+from autoresearch.runner.sandbox.docker_provider import ContainerSpec, Mount, run_container
+from autoresearch.runner.sandbox.engine import connect
 from autoresearch.runner.task_files import OFFLINE_CORPUS, default_task_dir
 
 SOURCES = ("offline", "web")

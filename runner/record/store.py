@@ -19,7 +19,7 @@ Decisions, written down:
   column names, so no caller-supplied name is ever formatted into SQL.
 - Numbers that train.py prints are untrusted: a NaN becomes NULL (SQLite's own rule), and a step that
   does not fit in 64 bits is not stored.
-- Text that a candidate or the agent can influence is data (runner/untrusted.py): the columns of
+- Text that a candidate or the agent can influence is data (runner/record/untrusted.py): the columns of
   UNTRUSTED_TEXT and every string of UNTRUSTED_JSON are escaped and bounded by `encode` on the way in
   and, for rows an older version wrote, by `decode` on the way out. Every writer goes through them.
 """
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autoresearch.runner.check.findings import Finding
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.findings import Finding
-from autoresearch.runner.metrics import ProgressPoint
-from autoresearch.runner.monitor import Sample
-from autoresearch.runner.untrusted import DESCRIPTION_CHARS, EXCERPT_CHARS, as_data, json_as_data
+from autoresearch.runner.phases.metrics import ProgressPoint
+from autoresearch.runner.record.untrusted import DESCRIPTION_CHARS, EXCERPT_CHARS, as_data, json_as_data
+from autoresearch.runner.sandbox.monitor import Sample
 
 MIN_SQLITE = (3, 37, 0)  # STRICT tables
 WRITER_BUSY_TIMEOUT_MS = 10_000

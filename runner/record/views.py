@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 import psutil
 import pygit2
 
-from autoresearch.runner import gitrepo, store
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.record import gitrepo, store
 
 HEARTBEAT_STALE_S = 30.0
 RESULTS_STATUS = {"keep": "keep", "discard": "discard"}  # autoresearch's results.tsv knows keep/discard/crash

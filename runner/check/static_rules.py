@@ -28,8 +28,8 @@ import tokenize
 from collections.abc import Iterable, Iterator
 from fnmatch import fnmatchcase
 
-from autoresearch.runner.findings import Finding
-from autoresearch.runner.policy import Policy
+from autoresearch.runner.check.findings import Finding
+from autoresearch.runner.check.policy import Policy
 
 TASK_MODULE = "prepare"
 ROOT_NAMES = frozenset(dir(builtins)) | {"__file__", "__builtins__"}  # names that need no import

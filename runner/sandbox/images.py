@@ -33,8 +33,8 @@ from typing import IO
 import docker
 import docker.errors
 
-from autoresearch.runner.docker_engine import connect
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.sandbox.engine import connect
 
 IMAGE_REPO = "autoresearch-experiment"
 FLAVORS = ("cpu", "cuda")

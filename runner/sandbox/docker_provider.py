@@ -22,8 +22,8 @@ import docker.types
 import requests
 
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.logs import CappedLog
-from autoresearch.runner.monitor import Monitor, Usage
+from autoresearch.runner.sandbox.logs import CappedLog
+from autoresearch.runner.sandbox.monitor import Monitor, Usage
 
 LABEL = "autoresearch"  # every container carries it, so orphans can be found and removed
 USER = "1000:1000"

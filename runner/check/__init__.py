@@ -1,0 +1,1 @@
+"""Checking candidates: the policy, the static rules before a run, the dynamic rules after it."""
