@@ -32,7 +32,7 @@ from autoresearch.runner.agents.base import AgentSettings
 from autoresearch.runner.check.policy import toml_spelling
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.data import SOURCES
-from autoresearch.runner.sandbox.images import FLAVORS
+from autoresearch.runner.sandbox.flavors import FLAVORS
 
 AGENTS = ("claude", "sweep", "replay")
 

@@ -427,6 +427,6 @@ def _read(path: Path) -> str:
 
 
 def _flavor(flavor: str) -> str:
-    from autoresearch.runner.sandbox.images import resolve_flavor
+    from autoresearch.runner.sandbox.flavors import resolve_flavor
 
     return resolve_flavor(flavor)

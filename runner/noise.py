@@ -13,8 +13,8 @@ from autoresearch.runner.lock import runner_lock
 from autoresearch.runner.loop import require_workspace, workspace_config, workspace_policy
 from autoresearch.runner.record import gitrepo, store
 from autoresearch.runner.record.untrusted import as_data
+from autoresearch.runner.sandbox.flavors import resolve_flavor
 from autoresearch.runner.sandbox.gpus import assigned_gpu
-from autoresearch.runner.sandbox.images import resolve_flavor
 from autoresearch.runner.trial import Candidate, TrialResult, check_candidate, execute_candidate, prerequisites
 from autoresearch.runner.workspace import Workspace
 

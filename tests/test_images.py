@@ -8,7 +8,7 @@ import docker
 import pytest
 
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.sandbox import images
+from autoresearch.runner.sandbox import flavors, images
 
 IMPORTS = "import torch, tiktoken, rustbpe, numpy, pyarrow; print(torch.__version__)"
 
@@ -105,24 +105,24 @@ def _fake_nvidia_smi(directory: Path, listing: str) -> None:
 def test_detect_flavor_is_cuda_when_nvidia_smi_lists_a_gpu(tmp_path, monkeypatch):
     _fake_nvidia_smi(tmp_path, "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0000)")
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert images.detect_flavor() == "cuda"
-    assert images.resolve_flavor("auto") == "cuda"
+    assert flavors.detect_flavor() == "cuda"
+    assert flavors.resolve_flavor("auto") == "cuda"
 
 
 def test_detect_flavor_is_cpu_without_nvidia_smi(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert images.detect_flavor() == "cpu"
+    assert flavors.detect_flavor() == "cpu"
 
 
 def test_detect_flavor_is_cpu_when_nvidia_smi_lists_no_gpu(tmp_path, monkeypatch):
     _fake_nvidia_smi(tmp_path, "No devices found.")
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert images.detect_flavor() == "cpu"
+    assert flavors.detect_flavor() == "cpu"
 
 
 def test_flavors_and_tags():
-    assert images.image_tag("cpu") == "autoresearch-experiment:cpu"
-    assert images.image_tag("cuda") == "autoresearch-experiment:cuda"
-    assert images.resolve_flavor("cpu") == "cpu"
+    assert flavors.image_tag("cpu") == "autoresearch-experiment:cpu"
+    assert flavors.image_tag("cuda") == "autoresearch-experiment:cuda"
+    assert flavors.resolve_flavor("cpu") == "cpu"
     with pytest.raises(UserError, match="unknown image flavor"):
-        images.resolve_flavor("tpu")
+        flavors.resolve_flavor("tpu")

@@ -35,9 +35,8 @@ import docker.errors
 
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.sandbox.engine import connect
+from autoresearch.runner.sandbox.flavors import image_tag, resolve_flavor
 
-IMAGE_REPO = "autoresearch-experiment"
-FLAVORS = ("cpu", "cuda")
 INPUTS_LABEL = "autoresearch.inputs"
 BUILT_LABEL = "autoresearch.image=1"  # set by the Dockerfile on both stages, so leftovers can be pruned
 CPU_BASE = "autoresearch-base:bookworm"
@@ -69,31 +68,6 @@ ROOTFS_CLUTTER = (
 # ...and the host's own files, which the engine provides in every container anyway.
 ROOTFS_HOST_FILES = ("etc/resolv.conf", "etc/hostname")
 BUILD_TIMEOUT_S = 3600
-
-
-def image_tag(flavor: str) -> str:
-    """The experiment image's tag for a resolved flavor ("cpu" or "cuda")."""
-    if flavor not in FLAVORS:
-        raise UserError(f"unknown image flavor {flavor!r}: use cpu or cuda")
-    return f"{IMAGE_REPO}:{flavor}"
-
-
-def detect_flavor() -> str:
-    """Return "cuda" when `nvidia-smi -L` lists a GPU, else "cpu"."""
-    try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return "cpu"
-    gpus = [line for line in listing.stdout.splitlines() if line.startswith("GPU ")]
-    return "cuda" if listing.returncode == 0 and gpus else "cpu"
-
-
-def resolve_flavor(flavor: str) -> str:
-    """Turn "auto", "cpu" or "cuda" into "cpu" or "cuda"."""
-    if flavor == "auto":
-        return detect_flavor()
-    image_tag(flavor)  # validates
-    return flavor
 
 
 def require_image(flavor: str) -> str:

@@ -17,10 +17,12 @@ starts on a line of its own (a newline is added when the head ends mid-line) and
 
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
 MARKER = "[autoresearch: dropped {} bytes]\n"
+MAX_LINE_BYTES = 64 * 1024  # longer lines reach on_line cut to this
 
 
 class Ring:
@@ -143,3 +145,22 @@ class CappedLog:
             self._file.truncate()
         self._file.flush()
         self._flushed_at = time.monotonic()
+
+
+def copy_lines(chunks: Iterable[bytes], log: CappedLog, on_line: Callable[[str], None] | None) -> None:
+    """Copy a phase's output into the capped log as it comes; hand each complete line to on_line."""
+    pending = b""
+    for chunk in chunks:
+        try:
+            log.write(chunk)
+        except ValueError:  # the log was closed: the runner gave up waiting for this stream
+            return
+        if on_line is None:
+            continue
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            on_line(line.decode("utf-8", "replace"))
+        pending = pending[-MAX_LINE_BYTES:]  # a line without end cannot grow without bound
+    if on_line is not None and pending:
+        on_line(pending.decode("utf-8", "replace"))
