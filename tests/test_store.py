@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import signal
 import sqlite3
 import subprocess
@@ -21,6 +22,7 @@ from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.experiment import Timings
 from autoresearch.runner.phases.metrics import ProgressPoint
 from autoresearch.runner.record import store
+from autoresearch.runner.record.status import RunState, Status
 from autoresearch.runner.record.untrusted import as_data
 from autoresearch.runner.sandbox.monitor import Sample
 
@@ -78,6 +80,29 @@ def test_version_1_store_migrates_forward_keeping_its_rows(path):
     assert "agent_turns" in table_names(conn)
     assert [e.description for e in store.list_experiments(conn)] == ["old"]
     conn.close()
+
+
+def test_a_version_3_store_gains_the_run_budget_and_sandbox_columns(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for script in store.MIGRATIONS[:3]:
+        for statement in store.sql_statements(script):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("INSERT INTO runs (tag, started_at, state, config_toml, policy_toml, agent)"
+                 " VALUES ('old', 1.0, 'finished', '', '[limits]\ntime_budget_s = 300\n', 'sweep')")
+    conn.close()
+    with pytest.raises(UserError, match="autoresearch migrate"):
+        store.open_store(path, readonly=True)
+    conn = store.open_store(path)
+    old = store.run_by_tag(conn, "old")
+    assert (old.state, old.time_budget_s, old.sandbox) == ("finished", None, None)
+    new = store.get_run(conn, store.create_run(conn, tag="new", agent="sweep", time_budget_s=60.0, sandbox="process"))
+    assert (new.time_budget_s, new.sandbox) == (60.0, "process")
+    conn.close()
+    reader = store.open_store(path, readonly=True)
+    assert [r.tag for r in store.list_runs(reader)] == ["old", "new"]
+    reader.close()
 
 
 def test_reopening_a_current_store_changes_nothing(path):
@@ -344,6 +369,26 @@ def test_the_schema_refuses_unknown_statuses_and_dangling_references(writer):
         store.create_experiment(writer, run_id=None, description="x", val_bpb="low")  # STRICT: no casts
     assert store.list_experiments(writer) == []
     assert writer.in_transaction is False
+
+
+def check_list(sql: str, column: str) -> set[str]:
+    """The words a `column IN (...)` CHECK constraint of sql allows."""
+    found = re.search(rf"CHECK \({column} IN \(([^)]*)\)\)", sql)
+    assert found, f"no CHECK on {column}"
+    return set(re.findall(r"'([^']*)'", found.group(1)))
+
+
+def test_the_status_enums_are_exactly_what_the_schema_allows(writer):
+    tables = dict(writer.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+    assert check_list(tables["experiments"], "status") == {s.value for s in Status}
+    assert check_list(tables["runs"], "state") == {s.value for s in RunState}
+    run = store.create_run(writer, tag="t", agent="sweep")
+    for status in Status:  # each one is stored, as its plain string
+        experiment = store.create_experiment(writer, run_id=run, description=status.value, status=status)
+        assert store.get_experiment(writer, experiment).status == status.value
+    for state in RunState:
+        store.update_run(writer, run, state=state)
+        assert type(store.get_run(writer, run).state) is str and store.get_run(writer, run).state == state
 
 
 def test_seq_counts_within_each_run(writer):

@@ -87,8 +87,10 @@ class AuditScreen(Screen[None]):
 
     def _show(self, rows: list[Row]) -> None:
         blocks = sum(stored.finding.action == "block" for _, stored in rows)
-        self.query_one("#audit-title", Static).update(
-            f"audit · run {self.run.tag} · {len(rows)} findings, {blocks} blocking · enter: open the experiment")
+        warning = fmt.sandbox_warning(self.run)
+        self.query_one("#audit-title", Static).update(Text.assemble(
+            f"audit · run {self.run.tag} · ", *((warning, " · ") if warning else ()),
+            f"{len(rows)} findings, {blocks} blocking · enter: open the experiment"))
         table = self.query_one(RowTable)
         table.set_rows(rows)
         self._evidence(table)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from autoresearch.runner.phases.metrics import ProgressPoint
 from autoresearch.runner.record import store
+from autoresearch.runner.record.status import FAILED, OPEN, Status
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui.snapshot import StorePoller
 
@@ -37,7 +38,8 @@ IDLE_S = 10.0
 WRITES = 20
 WRITE_INTERVAL_S = 0.5
 SIZE = (200, 60)
-STATUSES = ("discard", "discard", "discard", "discard", "crash", "discard", "blocked", "discard", "timeout", "discard")
+STATUSES = (Status.DISCARD, Status.DISCARD, Status.DISCARD, Status.DISCARD, Status.CRASH, Status.DISCARD,
+            Status.BLOCKED, Status.DISCARD, Status.TIMEOUT, Status.DISCARD)
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,13 @@ def build_store(root: Path, experiments: int, points_per: int) -> int:
         started = time.time() - experiments * 300.0
         rows, best = [], 1.0
         for seq in range(1, experiments + 1):
-            status = "running" if seq == experiments else "keep" if seq % 50 == 1 else STATUSES[seq % len(STATUSES)]
-            val = None if status in ("crash", "blocked", "timeout", "running") else best + 0.002 * (seq % 7) / 7
-            if status == "keep":
+            status = (Status.RUNNING if seq == experiments else Status.KEEP if seq % 50 == 1
+                      else STATUSES[seq % len(STATUSES)])
+            val = None if status in FAILED | OPEN | {Status.BLOCKED} else best + 0.002 * (seq % 7) / 7
+            if status == Status.KEEP:
                 best = val = best - 0.0005
             rows.append((run_id, seq, f"{seq:040x}", f"{seq - 1:040x}", f"experiment {seq}: a change", status, val,
-                         300.0 if val else None, started + 300.0 * seq, None if status == "running" else 20480.0))
+                         300.0 if val else None, started + 300.0 * seq, None if status == Status.RUNNING else 20480.0))
         with store.transaction(conn):
             conn.executemany("INSERT INTO experiments (run_id, seq, commit_sha, parent_sha, description, status,"
                              " val_bpb, training_seconds, started_at, peak_vram_mb)"

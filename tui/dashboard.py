@@ -19,7 +19,9 @@ from textual.widgets import Footer, Static
 
 from autoresearch.runner import control
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.record.status import LIVE
 from autoresearch.runner.record.store import Experiment
+from autoresearch.runner.record.views import run_state
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui.confirm import ConfirmScreen
 from autoresearch.tui.editor import edit
@@ -30,7 +32,7 @@ from autoresearch.tui.leaderboard import LeaderboardTable
 from autoresearch.tui.loss import LossPanel
 from autoresearch.tui.progress import ProgressChart
 from autoresearch.tui.rows import RowTable
-from autoresearch.tui.snapshot import Snapshot, run_state
+from autoresearch.tui.snapshot import Snapshot
 from autoresearch.tui.start import DEFAULT_TAG, StartRunScreen
 from autoresearch.tui.summary import SummaryBar
 
@@ -141,9 +143,9 @@ class DashboardScreen(Screen[None]):
         if self.readonly and action in WRITES:
             return False
         if action == "steer":
-            return True if self._state() in ("running", "paused") else None
+            return True if self._state() in LIVE else None
         if action == "start_run":
-            return True if self._state() not in ("running", "paused") else None
+            return True if self._state() not in LIVE else None
         return True
 
     def _check_state(self) -> None:

@@ -4,26 +4,29 @@ import json
 
 from rich.text import Text
 
-from autoresearch.runner.record.store import Experiment
+from autoresearch.runner.record.status import DEAD, RunState, Status
+from autoresearch.runner.record.store import Experiment, Run
+from autoresearch.runner.record.views import isolated, sandbox_label
 
 # Each status has a colour and a mark, so it reads at a glance in colour and without it.
 STATUS_STYLES: dict[str, tuple[str, str]] = {
-    "pending": ("…", "dim"),
-    "running": ("▶", "bold yellow"),
-    "ok": ("✓", "green"),
-    "keep": ("★", "bold green"),
-    "discard": ("·", "grey62"),
-    "crash": ("✗", "red"),
-    "timeout": ("⌛", "dark_orange"),
-    "oom": ("✗", "red"),
-    "killed": ("✗", "red"),
-    "blocked": ("⊘", "magenta"),
-    "violation": ("!", "bold red"),
+    Status.PENDING: ("…", "dim"),
+    Status.RUNNING: ("▶", "bold yellow"),
+    Status.OK: ("✓", "green"),
+    Status.KEEP: ("★", "bold green"),
+    Status.DISCARD: ("·", "grey62"),
+    Status.CRASH: ("✗", "red"),
+    Status.TIMEOUT: ("⌛", "dark_orange"),
+    Status.OOM: ("✗", "red"),
+    Status.KILLED: ("✗", "red"),
+    Status.BLOCKED: ("⊘", "magenta"),
+    Status.VIOLATION: ("!", "bold red"),
 }
 RUN_STATE_STYLES: dict[str, str] = {
-    "running": "bold green", "paused": "bold yellow", "stopped": "bold", "finished": "bold",
-    "crashed": "bold red", "dead": "bold white on red",
+    RunState.RUNNING: "bold green", RunState.PAUSED: "bold yellow", RunState.STOPPED: "bold",
+    RunState.FINISHED: "bold", RunState.CRASHED: "bold red", DEAD: "bold white on red",
 }
+WARNING_STYLE = "bold white on red"
 SEVERITY_STYLES: dict[str, str] = {
     "info": "dim", "low": "cyan", "medium": "yellow", "high": "red", "critical": "bold red",
 }
@@ -34,6 +37,13 @@ def status_text(status: str) -> Text:
     """The status as a mark and a word, in its colour: `★ keep`."""
     mark, style = STATUS_STYLES.get(status, ("?", ""))
     return Text(f"{mark} {status}", style=style)
+
+
+def sandbox_warning(run: Run) -> Text | None:
+    """`sandbox: process (NOT ISOLATED)` in alarm colours for a run whose experiments ran without isolation."""
+    if isolated(run.sandbox) is not False:
+        return None
+    return Text(sandbox_label(run.sandbox) or "", style=WARNING_STYLE)
 
 
 def bpb(value: float | None) -> str:

@@ -2,6 +2,7 @@
 
 from rich.text import Text
 
+from autoresearch.runner.record.status import Status
 from autoresearch.runner.record.store import Experiment
 from autoresearch.runner.record.views import memory_mb
 from autoresearch.tui import format as fmt
@@ -24,7 +25,7 @@ def history_cells(e: Experiment) -> list[Text]:
     return [
         Text(str(e.seq)),
         fmt.status_text(e.status),
-        Text(fmt.bpb(e.val_bpb), style="bold" if e.status == "keep" else ""),
+        Text(fmt.bpb(e.val_bpb), style="bold" if e.status == Status.KEEP else ""),
         Text(fmt.bpb(e.test_bpb), style="dim"),
         Text(fmt.seconds(e.training_seconds)),
         Text(fmt.megabytes(memory_mb(e))),

@@ -14,6 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
 
+from autoresearch.runner.record.status import OPEN
 from autoresearch.runner.record.store import Experiment, MetricPoint
 from autoresearch.tui.plot import Canvas, axis_rows, column_spans, padded_range, x_axis
 
@@ -131,7 +132,7 @@ class LossPanel(Vertical):
         title = f"loss · #{experiment.seq} {experiment.status}" + (f" · [green]best #{best.seq}[/]" if overlay else "")
         if title != self.border_title:
             self.border_title = title
-        active = experiment.status in ("pending", "running")
+        active = experiment.status in OPEN
         placeholder = "waiting for the first progress line…" if active else "no progress recorded"
         self.query_one(LossPlot).plot(points, overlay, budget_s or experiment.training_seconds, placeholder)
         self.query_one(BudgetGauge).gauge(experiment, points[-1] if points else None, budget_s)

@@ -8,6 +8,7 @@ would otherwise flatten the frontier the chart is for; such points sit on the to
 from rich.text import Text
 from textual.widget import Widget
 
+from autoresearch.runner.record.status import Status
 from autoresearch.runner.record.store import Experiment
 from autoresearch.tui.plot import Canvas, axis_rows, column_spans, x_axis
 
@@ -21,7 +22,7 @@ def frontier(experiments: tuple[Experiment, ...]) -> list[tuple[float, float]]:
     """(seq, val_bpb) of the best kept score so far, at each experiment from the first kept one."""
     line, best = [], None
     for e in experiments:
-        if e.status == "keep" and e.val_bpb is not None and (best is None or e.val_bpb < best):
+        if e.status == Status.KEEP and e.val_bpb is not None and (best is None or e.val_bpb < best):
             best = e.val_bpb
         if best is not None:
             line.append((float(e.seq), best))
@@ -46,7 +47,7 @@ def chart_text(experiments: tuple[Experiment, ...], width: int, height: int) -> 
     x_range = (float(experiments[0].seq), float(max(experiments[-1].seq, experiments[0].seq + 1)))
     canvas = Canvas(plot_width, plot_height, y_range)
     for status_kept, style in ((False, POINT_STYLE), (True, KEPT_STYLE)):
-        chosen = [e for e in scored if (e.status == "keep") == status_kept]
+        chosen = [e for e in scored if (e.status == Status.KEEP) == status_kept]
         canvas.dots(column_spans([float(e.seq) for e in chosen], [e.val_bpb for e in chosen], x_range,  # type: ignore[misc]
                                  canvas.columns), style)
     canvas.line(column_spans([p[0] for p in line], [p[1] for p in line], x_range, canvas.columns), FRONTIER_STYLE)

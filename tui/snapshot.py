@@ -20,18 +20,15 @@ A part that did not change is the same object in the next snapshot, so a panel c
 
 import sqlite3
 import tomllib
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.record import store
-from autoresearch.runner.record.views import runner_alive
+from autoresearch.runner.record import store, views
+from autoresearch.runner.record.status import OPEN, UNSETTLED
 from autoresearch.tui import queries
 
-ACTIVE_STATUSES = frozenset({"pending", "running"})
-UNSETTLED_STATUSES = ACTIVE_STATUSES | {"ok"}  # "ok": scored, the loop's keep/discard comes next
-CRASHED_STATUSES = frozenset({"crash", "timeout", "oom", "killed"})
 TAIL = 3  # the newest experiments are always read again (the loop updates them after they settle)
 HISTORY_SAMPLES = 2400  # GPU samples kept for the history: 10 minutes at the monitor's 4 Hz
 EARLIEST = -(2**63)
@@ -48,9 +45,9 @@ class Snapshot:
     counts: dict[str, int] = field(default_factory=dict)  # experiments by status
     live: store.Experiment | None = None  # the running experiment, else the newest
     live_points: tuple[store.MetricPoint, ...] = ()
-    best: store.Experiment | None = None  # the last kept experiment (each keep beats the one before)
+    best: store.Experiment | None = None  # views.best: the best kept experiment
     best_points: tuple[store.MetricPoint, ...] = ()
-    budget_s: float | None = None  # the run's training seconds, from its policy
+    budget_s: float | None = None  # views.run_budget_s: the run's training seconds per experiment
     gpu: tuple[store.GpuSample, ...] = ()  # the latest samples, oldest first
     spent_usd: float = 0.0
     model: str | None = None  # the agent's model, when it has one
@@ -58,27 +55,7 @@ class Snapshot:
     @property
     def baseline(self) -> store.Experiment | None:
         """The first kept experiment: the run's baseline."""
-        return next((e for e in self.experiments if e.status == "keep"), None)
-
-
-def run_state(run: store.Run, now: float) -> str:
-    """The run's recorded state, or "dead" when it says running/paused but its runner's heartbeat is stale."""
-    if run.state in ("running", "paused") and not runner_alive(run, now):
-        return "dead"
-    return run.state
-
-
-def heartbeat_age(run: store.Run, now: float) -> float | None:
-    return None if run.heartbeat_at is None else now - run.heartbeat_at
-
-
-def policy_budget(policy_toml: str) -> float | None:
-    """`limits.time_budget_s` of a policy's TOML text, or None."""
-    try:
-        value = tomllib.loads(policy_toml).get("limits", {}).get("time_budget_s")
-    except (tomllib.TOMLDecodeError, AttributeError):
-        return None
-    return float(value) if isinstance(value, int | float) and value > 0 else None
+        return views.baseline(self.experiments)
 
 
 def configured_model(run: store.Run) -> str | None:
@@ -165,21 +142,20 @@ class StorePoller:
             self._run_id, self._experiments, self._experiment_tuple, self._counts = run.id, {}, (), {}
             self._live_id = self._best_id = None
         experiments = self._read_experiments(conn, run.id)
-        running = [e for e in experiments if e.status in ACTIVE_STATUSES]
+        running = [e for e in experiments if e.status in OPEN]
         live = (running or list(experiments) or [None])[-1]
-        kept = [e for e in reversed(experiments) if e.status == "keep"]
-        best = kept[0] if kept else None
+        best = views.best(experiments)
         return Snapshot(
             run=run, experiments=experiments, counts=self._counts, live=live,
             live_points=self._read_live_points(conn, live.id) if live else (),
             best=best, best_points=self._read_best_points(conn, best.id) if best else (),
-            budget_s=policy_budget(run.policy_toml), gpu=gpu, spent_usd=store.spent_usd(conn, run.id),
+            budget_s=views.run_budget_s(run), gpu=gpu, spent_usd=store.spent_usd(conn, run.id),
             model=queries.latest_model(conn, run.id) or configured_model(run),
         )
 
     def _read_experiments(self, conn: sqlite3.Connection, run_id: int) -> tuple[store.Experiment, ...]:
         ids = list(self._experiments)
-        unsettled = [i for i, e in self._experiments.items() if e.status in UNSETTLED_STATUSES]
+        unsettled = [i for i, e in self._experiments.items() if e.status in UNSETTLED]
         first = min([*unsettled, *ids[-TAIL:]], default=EARLIEST)
         changed = False
         for experiment in queries.experiments_from(conn, run_id, first):
@@ -191,7 +167,7 @@ class StorePoller:
             changed = True
         if changed:
             self._experiment_tuple = tuple(self._experiments.values())
-            self._counts = dict(Counter(e.status for e in self._experiment_tuple))
+            self._counts = views.counts(self._experiment_tuple)
         return self._experiment_tuple
 
     def _read_live_points(self, conn: sqlite3.Connection, experiment_id: int) -> tuple[store.MetricPoint, ...]:

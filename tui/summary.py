@@ -1,5 +1,8 @@
 """The header: the run (tag, state, elapsed, agent, spend), its counts, and the best val_bpb with its gain.
 
+A run whose experiments ran without isolation (the process sandbox) says so right after its state, in
+red, before anything that may be cut to fit.
+
 Its state is worked out at each redraw from the run's heartbeat and the injected clock, so a runner that
 dies shows as dead even though the store, with nobody writing, stays the same. It redraws once a second
 while a run is live (for the elapsed time), and otherwise only when the snapshot changes.
@@ -11,8 +14,10 @@ from collections.abc import Callable
 from rich.text import Text
 from textual.widget import Widget
 
+from autoresearch.runner.record.status import CRASHED, DEAD, LIVE, OPEN, RunState, Status
+from autoresearch.runner.record.views import heartbeat_age, run_state
 from autoresearch.tui import format as fmt
-from autoresearch.tui.snapshot import ACTIVE_STATUSES, CRASHED_STATUSES, Snapshot, heartbeat_age, run_state
+from autoresearch.tui.snapshot import Snapshot
 
 TICK_S = 1.0
 
@@ -31,11 +36,13 @@ def _run_parts(snapshot: Snapshot, now: float) -> list[Text]:
     run = snapshot.run
     assert run is not None
     state = run_state(run, now)
-    end = run.ended_at if state not in ("running", "paused", "dead") else None
-    end = end or (run.heartbeat_at if state == "dead" else None) or now
+    end = run.ended_at if state not in LIVE and state != DEAD else None
+    end = end or (run.heartbeat_at if state == DEAD else None) or now
     agent = snapshot.model or f"{run.agent} agent"
+    warning = fmt.sandbox_warning(run)
     return [Text(run.tag, style="bold"), Text(state, style=fmt.RUN_STATE_STYLES.get(state, "bold")),
-            Text(fmt.duration(end - run.started_at)), Text(f"${snapshot.spent_usd:.2f}"), Text(agent, style="cyan")]
+            *([warning] if warning else []), Text(fmt.duration(end - run.started_at)),
+            Text(f"${snapshot.spent_usd:.2f}"), Text(agent, style="cyan")]
 
 
 def _best(snapshot: Snapshot) -> Text:
@@ -61,11 +68,11 @@ def _line(parts: list[Text], right: Text, width: int) -> Text:
 def _counts(snapshot: Snapshot, now: float, width: int) -> Text:
     """Why the run is not going (when it is not), then the counts by outcome; cut to width."""
     statuses = Counter(snapshot.counts)
-    active = sum(statuses[s] for s in ACTIVE_STATUSES)
-    violations = statuses["violation"]
-    counts = (("done", len(snapshot.experiments) - active, "bold"), ("kept", statuses["keep"], "green"),
-              ("discarded", statuses["discard"], ""), ("crashed", sum(statuses[s] for s in CRASHED_STATUSES), "red"),
-              ("blocked", statuses["blocked"], "magenta"),
+    active = sum(statuses[s] for s in OPEN)
+    violations = statuses[Status.VIOLATION]
+    counts = (("done", len(snapshot.experiments) - active, "bold"), ("kept", statuses[Status.KEEP], "green"),
+              ("discarded", statuses[Status.DISCARD], ""), ("crashed", sum(statuses[s] for s in CRASHED), "red"),
+              ("blocked", statuses[Status.BLOCKED], "magenta"),
               ("violation" if violations == 1 else "violations", violations, "bold red"))
     text = _note(snapshot, now)
     for index, (label, count, style) in enumerate(counts):
@@ -80,11 +87,11 @@ def _note(snapshot: Snapshot, now: float) -> Text:
     run = snapshot.run
     assert run is not None
     state = run_state(run, now)
-    if state == "dead":
+    if state == DEAD:
         age = heartbeat_age(run, now)
         since = f" {fmt.duration(age)} ago" if age is not None else ""
         return Text(f"runner died (last heartbeat{since}): n resumes it", style="bold red")
-    if state == "running" or not run.note:
+    if state == RunState.RUNNING or not run.note:
         return Text()
     return Text(f"{state}: {run.note}", style="dim")
 
@@ -109,7 +116,7 @@ class SummaryBar(Widget):
 
     def _tick(self) -> None:
         run = self._snapshot.run if self._snapshot else None
-        if run is not None and run.state in ("running", "paused"):
+        if run is not None and run.state in LIVE:
             self.refresh()
 
     def render(self) -> Text:

@@ -12,7 +12,7 @@ class HistoryRow:
     seq: int
     commit: str  # short sha or "-" when never committed
     val_bpb: float | None
-    status: str  # keep, discard, crash, timeout, oom, killed, blocked, violation
+    status: str  # a record.status.Status: keep, discard, crash, timeout, oom, killed, blocked, violation
     description: str
 
 

@@ -39,6 +39,7 @@ from typing import Any
 from autoresearch.runner.check.findings import Finding
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.metrics import ProgressPoint
+from autoresearch.runner.record.status import RunState, Status
 from autoresearch.runner.record.untrusted import DESCRIPTION_CHARS, EXCERPT_CHARS, as_data, json_as_data
 from autoresearch.runner.sandbox.monitor import Sample
 
@@ -181,8 +182,13 @@ CREATE TABLE noise (
 ) STRICT;
 """
 
+_V4 = """
+ALTER TABLE runs ADD COLUMN time_budget_s REAL;  -- the policy's training seconds per experiment
+ALTER TABLE runs ADD COLUMN sandbox TEXT;  -- the sandbox provider phases ran in (docker, process); NULL: older runs
+"""
+
 # Applied in order; never edit one that has shipped, append a new one.
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -202,6 +208,8 @@ class Run:
     pid: int | None
     host: str | None
     note: str | None
+    time_budget_s: float | None  # None: a run recorded before the column (views.run_budget_s reads its policy)
+    sandbox: str | None  # the sandbox provider's name; None: a run recorded before the column
 
 
 @dataclass(frozen=True)
@@ -481,12 +489,17 @@ def _update(conn: sqlite3.Connection, table: str, row_id: int, values: dict[str,
 
 
 def create_run(conn: sqlite3.Connection, *, tag: str, agent: str, config_toml: str = "",
-               policy_toml: str = "", pid: int | None = None, host: str | None = None) -> int:
-    """Record a new run in state 'running', owned by this process unless pid/host say otherwise."""
+               policy_toml: str = "", pid: int | None = None, host: str | None = None,
+               time_budget_s: float | None = None, sandbox: str | None = None) -> int:
+    """Record a new run in state running, owned by this process unless pid/host say otherwise.
+
+    time_budget_s: the policy's training seconds per experiment; sandbox: the provider's name.
+    """
     now = time.time()
     values = {
         "tag": tag, "agent": agent, "config_toml": config_toml, "policy_toml": policy_toml,
-        "state": "running", "started_at": now, "heartbeat_at": now,
+        "state": RunState.RUNNING.value, "started_at": now, "heartbeat_at": now,
+        "time_budget_s": time_budget_s, "sandbox": sandbox,
         "pid": os.getpid() if pid is None else pid, "host": socket.gethostname() if host is None else host,
     }
     with transaction(conn):
@@ -519,8 +532,8 @@ def list_runs(conn: sqlite3.Connection) -> list[Run]:
 
 
 def create_experiment(conn: sqlite3.Connection, *, run_id: int | None, description: str,
-                      status: str = "running", seq: int | None = None, **fields: Any) -> int:
-    """Record an experiment (by default 'running', before its container starts); returns its id.
+                      status: str = Status.RUNNING, seq: int | None = None, **fields: Any) -> int:
+    """Record an experiment (by default running, before its container starts); returns its id.
 
     seq defaults to the next number within the run (or among run-less experiments).
     Other columns may be given as keyword arguments, e.g. commit_sha=..., train_py_sha256=...

@@ -1,12 +1,18 @@
-"""What a run produced, read from the store and git: status, leaderboard, results.tsv, the best train.py.
+"""What a run produced, read from the store and git: the read models the CLI and the TUI both show.
 
-Readers only: everything here opens the store read-only, so it works while the runner writes.
+Each answer is worked out here once: the best experiment, the baseline, the leaderboard, whether the
+runner is alive (else the run shows as dead), the time budget and the sandbox of a run; the agent's
+spending is the store's `spent_usd`. The pure ones take experiments already read (the TUI reads them
+incrementally); the others open nothing and only read, so they work while the runner writes.
 """
 
 import difflib
 import socket
 import sqlite3
 import time
+import tomllib
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import psutil
@@ -14,9 +20,11 @@ import pygit2
 
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.record import gitrepo, store
+from autoresearch.runner.record.status import DEAD, JUDGED, LIVE, Status
 
 HEARTBEAT_STALE_S = 30.0
-RESULTS_STATUS = {"keep": "keep", "discard": "discard"}  # autoresearch's results.tsv knows keep/discard/crash
+RESULTS_CRASH = "crash"  # autoresearch's results.tsv knows keep/discard/crash: every other status is written so
+UNISOLATED_SANDBOXES = frozenset({"process"})  # providers that run task code as plain processes
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,50 @@ class RunStatus:
     best_commit: str | None
     spent_usd: float
     running: str | None  # the experiment being trained, if any
+    sandbox: str | None = None  # the sandbox provider's name (None: recorded before runs kept it)
+    isolated: bool | None = None  # False: experiments ran as plain processes (None: unknown)
+
+
+# --- experiments: best, baseline, leaderboard ----------------------------------------------------------
+
+
+def best(experiments: Iterable[store.Experiment]) -> store.Experiment | None:
+    """The run's best experiment: the kept one with the lowest val_bpb (the earliest of equals), or None.
+
+    The loop keeps a candidate only when it beats the best so far, so this is also the last kept one.
+    """
+    scored = [e for e in experiments if e.status == Status.KEEP and e.val_bpb is not None]
+    return min(scored, key=lambda e: e.val_bpb, default=None)  # type: ignore[arg-type, return-value]
+
+
+def baseline(experiments: Iterable[store.Experiment]) -> store.Experiment | None:
+    """The run's baseline: its first kept experiment, or None."""
+    return next((e for e in experiments if e.status == Status.KEEP), None)
+
+
+def counts(experiments: Iterable[store.Experiment]) -> dict[str, int]:
+    """How many experiments have each status."""
+    return dict(Counter(str(e.status) for e in experiments))
+
+
+def leaderboard_rows(experiments: Iterable[store.Experiment]) -> list[LeaderboardRow]:
+    """Kept experiments with a score, best first, each with its gain over the baseline."""
+    kept = [e for e in experiments if e.status == Status.KEEP and e.val_bpb is not None]
+    if not kept:
+        return []
+    first = kept[0].val_bpb
+    ranked = sorted(kept, key=lambda e: e.val_bpb)  # type: ignore[arg-type, return-value]
+    return [LeaderboardRow(rank, e.seq, (e.commit_sha or "")[:7], e.val_bpb, first - e.val_bpb,  # type: ignore[operator, arg-type]
+                           e.test_bpb, memory_mb(e), e.description)
+            for rank, e in enumerate(ranked, start=1)]
+
+
+def memory_mb(experiment: store.Experiment) -> float | None:
+    """Peak VRAM as train.py reported it, else (on CPU, where it reports 0) the host-measured peak memory."""
+    return experiment.peak_vram_mb or experiment.host_peak_vram_mb
+
+
+# --- the run: its runner, budget and sandbox -----------------------------------------------------------
 
 
 def pick_run(conn: sqlite3.Connection, tag: str | None) -> store.Run:
@@ -59,45 +111,64 @@ def pick_run(conn: sqlite3.Connection, tag: str | None) -> store.Run:
 
 def runner_alive(run: store.Run, now: float | None = None) -> bool:
     """A fresh heartbeat from a runner whose process (on this host) still exists."""
-    if run.state not in ("running", "paused") or run.heartbeat_at is None:
+    if run.state not in LIVE or run.heartbeat_at is None:
         return False
     if (now or time.time()) - run.heartbeat_at >= HEARTBEAT_STALE_S:
         return False
     return run.host != socket.gethostname() or run.pid is None or psutil.pid_exists(run.pid)
 
 
+def run_state(run: store.Run, now: float | None = None) -> str:
+    """The run's recorded state, or "dead" when it says running/paused but its runner is not alive."""
+    return DEAD if run.state in LIVE and not runner_alive(run, now) else run.state
+
+
+def heartbeat_age(run: store.Run, now: float) -> float | None:
+    """Seconds since the runner's last heartbeat, or None when it never beat."""
+    return None if run.heartbeat_at is None else now - run.heartbeat_at
+
+
+def run_budget_s(run: store.Run) -> float | None:
+    """The run's training seconds per experiment: as recorded, else (older runs) its policy's limits.time_budget_s."""
+    value = run.time_budget_s
+    if value is None:
+        try:
+            value = tomllib.loads(run.policy_toml).get("limits", {}).get("time_budget_s")
+        except (tomllib.TOMLDecodeError, AttributeError):
+            return None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+
+
+def isolated(sandbox: str | None) -> bool | None:
+    """Whether a run's sandbox (its provider's name) isolates task code; None when the run did not record it."""
+    return None if sandbox is None else sandbox not in UNISOLATED_SANDBOXES
+
+
+def sandbox_label(sandbox: str | None) -> str | None:
+    """`sandbox: docker`, or `sandbox: process (NOT ISOLATED)`; None when the run did not record its sandbox."""
+    if sandbox is None:
+        return None
+    return f"sandbox: {sandbox}" + ("" if isolated(sandbox) else " (NOT ISOLATED)")
+
+
 def run_status(conn: sqlite3.Connection, run: store.Run) -> RunStatus:
     experiments = store.list_experiments(conn, run.id)
-    counts: dict[str, int] = {}
-    for experiment in experiments:
-        counts[experiment.status] = counts.get(experiment.status, 0) + 1
-    kept = [e for e in experiments if e.status == "keep"]
-    alive = runner_alive(run)
-    state = run.state if alive or run.state not in ("running", "paused") else "dead"
-    running = next((f"#{e.seq} {e.description}" for e in experiments if e.status == "running"), None)
+    top, first = best(experiments), baseline(experiments)
+    now = time.time()
+    alive = runner_alive(run, now)
+    running = next((f"#{e.seq} {e.description}" for e in experiments if e.status == Status.RUNNING), None)
     return RunStatus(
-        tag=run.tag, state=state, alive=alive, pid=run.pid, note=run.note,
-        elapsed_s=(run.ended_at or time.time()) - run.started_at, experiments=len(experiments), counts=counts,
-        best_val_bpb=kept[-1].val_bpb if kept else None, baseline_val_bpb=kept[0].val_bpb if kept else None,
-        best_commit=kept[-1].commit_sha if kept else None, spent_usd=store.spent_usd(conn, run.id),
-        running=running if alive else None)
+        tag=run.tag, state=run_state(run, now), alive=alive, pid=run.pid,
+        note=run.note, elapsed_s=(run.ended_at or now) - run.started_at, experiments=len(experiments),
+        counts=counts(experiments), best_val_bpb=top.val_bpb if top else None,
+        baseline_val_bpb=first.val_bpb if first else None, best_commit=top.commit_sha if top else None,
+        spent_usd=store.spent_usd(conn, run.id), running=running if alive else None, sandbox=run.sandbox,
+        isolated=isolated(run.sandbox))
 
 
 def leaderboard(conn: sqlite3.Connection, run: store.Run) -> list[LeaderboardRow]:
     """Kept commits, best first, with the held-out test score beside the validation score."""
-    kept = [e for e in store.list_experiments(conn, run.id) if e.status == "keep" and e.val_bpb is not None]
-    if not kept:
-        return []
-    baseline = kept[0].val_bpb
-    ranked = sorted(kept, key=lambda e: e.val_bpb)
-    return [LeaderboardRow(rank, e.seq, (e.commit_sha or "")[:7], e.val_bpb, baseline - e.val_bpb, e.test_bpb,
-                           memory_mb(e), e.description)
-            for rank, e in enumerate(ranked, start=1)]
-
-
-def memory_mb(experiment: store.Experiment) -> float | None:
-    """Peak VRAM as train.py reported it, else (on CPU, where it reports 0) the host-measured peak memory."""
-    return experiment.peak_vram_mb or experiment.host_peak_vram_mb
+    return leaderboard_rows(store.list_experiments(conn, run.id))
 
 
 def render_leaderboard(rows: list[LeaderboardRow]) -> str:
@@ -120,8 +191,8 @@ def results_tsv(conn: sqlite3.Connection, run: store.Run) -> str:
     """
     lines = ["commit\tval_bpb\tmemory_gb\tstatus\tdescription"]
     for e in store.list_experiments(conn, run.id):
-        status = RESULTS_STATUS.get(e.status, "crash")
-        description = e.description if status != "crash" else f"[{e.status}] {e.description}"
+        status = str(e.status) if e.status in JUDGED else RESULTS_CRASH
+        description = e.description if status != RESULTS_CRASH else f"[{e.status}] {e.description}"
         lines.append("\t".join([
             (e.commit_sha or "-------")[:7], f"{e.val_bpb or 0.0:.6f}",
             f"{(memory_mb(e) or 0.0) / 1024:.1f}", status, " ".join(description.split())]))
@@ -129,38 +200,40 @@ def results_tsv(conn: sqlite3.Connection, run: store.Run) -> str:
 
 
 def best_experiment(conn: sqlite3.Connection, run: store.Run) -> store.Experiment:
-    kept = [e for e in store.list_experiments(conn, run.id) if e.status == "keep" and e.commit_sha]
-    if not kept:
+    """The run's best experiment (see `best`), committed; a clear error when it has none yet."""
+    top = best(store.list_experiments(conn, run.id))
+    if top is None or not top.commit_sha:
         raise UserError(f"run {run.tag} has no kept experiment yet: nothing to export")
-    return min(kept, key=lambda e: e.val_bpb)
+    return top
 
 
 def export_best(conn: sqlite3.Connection, repo: pygit2.Repository, run: store.Run) -> str:
     """The best kept train.py with a header comment of where it came from."""
-    best = best_experiment(conn, run)
+    top = best_experiment(conn, run)
     by_sha = {e.commit_sha: e for e in store.list_experiments(conn, run.id) if e.commit_sha}
-    chain = gitrepo.first_parent_chain(repo, best.commit_sha)
+    chain = gitrepo.first_parent_chain(repo, top.commit_sha)
     ancestry = [f"#   {sha[:8]} {by_sha[sha].val_bpb:.6f}  {by_sha[sha].description}"
                 for sha in chain if sha in by_sha and by_sha[sha].val_bpb is not None]
-    test = f"{best.test_bpb:.6f}" if best.test_bpb is not None else "not scored"
+    test = f"{top.test_bpb:.6f}" if top.test_bpb is not None else "not scored"
     header = [
-        f"# Exported by autoresearch from run {run.tag!r}, experiment {best.seq}, commit {best.commit_sha}.",
-        f"# val_bpb {best.val_bpb:.6f} (trusted scoring, validation split); test_bpb {test} (held-out split).",
-        f"# {best.description}",
+        f"# Exported by autoresearch from run {run.tag!r}, experiment {top.seq}, commit {top.commit_sha}.",
+        f"# val_bpb {top.val_bpb:.6f} (trusted scoring, validation split); test_bpb {test} (held-out split).",
+        f"# {top.description}",
         "# Parent chain, newest first (commit, val_bpb, description):",
         *ancestry,
         "",
     ]
-    return "\n".join(header) + gitrepo.read_file(repo, best.commit_sha).decode(errors="replace")
+    return "\n".join(header) + gitrepo.read_file(repo, top.commit_sha).decode(errors="replace")
 
 
 def diff_against_baseline(conn: sqlite3.Connection, repo: pygit2.Repository, run: store.Run) -> str:
-    best = best_experiment(conn, run)
-    baseline = next(e for e in store.list_experiments(conn, run.id) if e.status == "keep")
-    old = gitrepo.read_file(repo, baseline.commit_sha).decode(errors="replace").splitlines(keepends=True)
-    new = gitrepo.read_file(repo, best.commit_sha).decode(errors="replace").splitlines(keepends=True)
-    return "".join(difflib.unified_diff(old, new, f"baseline/{baseline.commit_sha[:8]}/train.py",
-                                        f"best/{best.commit_sha[:8]}/train.py"))
+    top = best_experiment(conn, run)
+    first = baseline(store.list_experiments(conn, run.id))
+    assert first is not None  # the best is a kept experiment, so there is a first one
+    old = gitrepo.read_file(repo, first.commit_sha).decode(errors="replace").splitlines(keepends=True)
+    new = gitrepo.read_file(repo, top.commit_sha).decode(errors="replace").splitlines(keepends=True)
+    return "".join(difflib.unified_diff(old, new, f"baseline/{first.commit_sha[:8]}/train.py",
+                                        f"best/{top.commit_sha[:8]}/train.py"))
 
 
 def status_dict(status: RunStatus) -> dict:
@@ -173,6 +246,10 @@ def render_status(status: RunStatus) -> str:
     lines = [f"run {status.tag}: {status.state}" + (f" (pid {status.pid})" if status.alive else "")
              + (f" - {status.note}" if status.note and not status.alive else ""),
              f"  elapsed {hours:.2f} h, {status.experiments} experiments: {done}"]
+    label = sandbox_label(status.sandbox)
+    if label:
+        lines.append(f"  {label}" + ("" if status.isolated else ": experiments ran as plain processes, "
+                                                                   "without isolation"))
     if status.running:
         lines.append(f"  training {status.running}")
     if status.best_val_bpb is not None:
@@ -180,6 +257,6 @@ def render_status(status: RunStatus) -> str:
         lines.append(f"  best val_bpb {status.best_val_bpb:.6f} ({gain:+.6f} over the baseline "
                      f"{status.baseline_val_bpb:.6f}) at {status.best_commit[:8]}")
     lines.append(f"  spent ${status.spent_usd:.2f} on the agent")
-    if status.state == "dead":
+    if status.state == DEAD:
         lines.append("  the runner died: `autoresearch run --tag " + status.tag + "` resumes it")
     return "\n".join(lines)

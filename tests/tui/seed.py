@@ -87,8 +87,12 @@ def gpu_history(end: float, gpu: bool, seconds: int = 600) -> list[Sample]:
     return samples
 
 
-def seed_workspace(root: Path, *, gpu: bool = True, heartbeat_age: float = 1.0, plan: tuple = PLAN) -> Seeded:
-    """A workspace at root with run "main" of claude, with plan's experiments and the last one running."""
+def seed_workspace(root: Path, *, gpu: bool = True, heartbeat_age: float = 1.0, plan: tuple = PLAN,
+                   sandbox: str | None = None) -> Seeded:
+    """A workspace at root with run "main" of claude, with plan's experiments and the last one running.
+
+    sandbox: the provider the run records (None: a run recorded before runs kept it).
+    """
     root.mkdir(parents=True, exist_ok=True)
     (root / "autoresearch.toml").write_text(CONFIG)
     (root / "program.md").write_text("# program\n\nMake val_bpb go down.\n")
@@ -98,7 +102,7 @@ def seed_workspace(root: Path, *, gpu: bool = True, heartbeat_age: float = 1.0, 
     conn = store.open_store(ws.store_path)
     try:
         run_id = store.create_run(conn, tag="main", agent="claude", config_toml=CONFIG, policy_toml=POLICY, pid=4242,
-                                  host="seeded-host")
+                                  host="seeded-host", sandbox=sandbox)
         store.update_run(conn, run_id, started_at=T0, heartbeat_at=NOW - heartbeat_age)
         ids = _experiments(conn, ws, repo, run_id, base, plan)
         store.add_gpu_samples(conn, ids[-1], gpu_history(NOW - 0.5, gpu))

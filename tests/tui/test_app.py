@@ -245,6 +245,29 @@ async def test_a_dead_runner_and_a_machine_without_gpu_are_clear_states(tmp_path
         assert gpu.border_title == "CPU · RAM" and "no GPU driver (psutil)" in text_of(gpu)
 
 
+async def test_a_run_without_isolation_says_so_on_every_screen(tmp_path):
+    seeded = seed_workspace(tmp_path / "ws", sandbox="process")
+    app = make_app(seeded.ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await shown(pilot)
+        assert "sandbox: process (NOT ISOLATED)" in text_of(app.dashboard.query_one(SummaryBar))
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExperimentScreen))
+        assert "sandbox: process (NOT ISOLATED)" in text_of(app.screen.query_one("#title"))
+        await pilot.press("escape", "a")
+        assert isinstance(app.screen, AuditScreen)
+        await wait_for(pilot, lambda: len(app.screen.query_one("#findings").rows) == 3, what="the findings")
+        assert "sandbox: process (NOT ISOLATED)" in text_of(app.screen.query_one("#audit-title"))
+
+
+async def test_an_isolated_run_shows_no_sandbox_warning(tmp_path):
+    seeded = seed_workspace(tmp_path / "ws", sandbox="docker")
+    app = make_app(seeded.ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await shown(pilot)
+        assert "sandbox" not in text_of(app.dashboard.query_one(SummaryBar))
+
+
 async def test_a_terminal_smaller_than_80x24_says_so(seeded):
     app = make_app(seeded.ws)
     async with app.run_test(size=(70, 20)) as pilot:

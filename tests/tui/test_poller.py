@@ -4,7 +4,8 @@ import sqlite3
 
 from autoresearch.runner.phases.metrics import ProgressPoint
 from autoresearch.runner.record import store
-from autoresearch.tui.snapshot import StorePoller, run_state
+from autoresearch.runner.record.views import run_state
+from autoresearch.tui.snapshot import StorePoller
 from tests.tui.seed import NOW, seed_workspace
 
 
@@ -93,3 +94,13 @@ def test_a_stale_heartbeat_reads_as_a_dead_runner(tmp_path):
     dead = seed_workspace(tmp_path / "dead", heartbeat_age=120.0)
     assert run_state(StorePoller(alive.ws.store_path).poll().run, NOW) == "running"
     assert run_state(StorePoller(dead.ws.store_path).poll().run, NOW) == "dead"
+
+
+def test_the_budget_is_the_recorded_one_and_an_older_run_reads_its_policy(seeded):
+    poller = StorePoller(seeded.ws.store_path)
+    assert poller.poll().budget_s == 60.0  # recorded before runs kept their budget: from the policy's TOML
+    conn = writer(seeded)
+    store.update_run(conn, seeded.run_id, time_budget_s=90.0)
+    conn.close()
+    assert poller.poll().budget_s == 90.0
+    poller.close()

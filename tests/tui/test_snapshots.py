@@ -66,6 +66,11 @@ def test_dead_runner_without_gpu(tmp_path, snap_compare):
     assert snap_compare(make_app(seeded.ws), run_before=dashboard)
 
 
+def test_a_run_without_isolation(tmp_path, snap_compare):
+    seeded = seed_workspace(tmp_path / "ws", sandbox="process")
+    assert snap_compare(make_app(seeded.ws), run_before=dashboard)
+
+
 def test_too_small(seeded, snap_compare):
     assert snap_compare(make_app(seeded.ws), terminal_size=(70, 20), run_before=dashboard)
 
