@@ -5,14 +5,20 @@ Outside any workspace, commands use the scratch workspace in the cache: the bund
 its own store and logs, so that `autoresearch try` works anywhere.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoresearch.runner.phases.data import cache_dir
+from autoresearch.runner.errors import UserError
 from autoresearch.runner.task_files import default_task_dir
 
 CONFIG_FILE = "autoresearch.toml"
 STATE_DIR = ".autoresearch"
+
+
+def cache_dir() -> Path:
+    """Where prepared data, downloads and the scratch workspace live: $AUTORESEARCH_CACHE or ~/.cache/autoresearch."""
+    return Path(os.environ.get("AUTORESEARCH_CACHE", "~/.cache/autoresearch")).expanduser()
 
 
 @dataclass(frozen=True)
@@ -41,3 +47,10 @@ def find_workspace(start: Path | None = None) -> Workspace:
         if (folder / CONFIG_FILE).is_file():
             return Workspace(root=folder, task_dir=folder, is_scratch=False)
     return Workspace(root=cache_dir() / "scratch", task_dir=default_task_dir(), is_scratch=True)
+
+
+def require_workspace(ws: Workspace) -> None:
+    """UserError unless ws is a real workspace (not the scratch one): the commands that run or read a loop need one."""
+    if ws.is_scratch:
+        raise UserError("not inside an autoresearch workspace: create one with `autoresearch init DIR`, "
+                        "then run this command inside DIR")

@@ -3,8 +3,13 @@
 - claude: the Anthropic Messages API with tool use (needs ANTHROPIC_API_KEY).
 - sweep: an offline baseline that mutates one numeric hyperparameter at a time.
 - replay: recorded edits from a JSONL file, for tests and reproductions.
+
+The registry names each agent's class as "module:Class" and make_agent imports only the module of the agent
+it makes, so importing this package (as the config and the CLI do) never loads an agent's SDK (anthropic).
 """
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 from autoresearch.runner.agents.base import (
@@ -18,15 +23,21 @@ from autoresearch.runner.agents.base import (
     ProposalContext,
     TurnLogger,
 )
-from autoresearch.runner.agents.claude import ClaudeAgent
-from autoresearch.runner.agents.replay import Exhausted, ReplayAgent
-from autoresearch.runner.agents.sweep import SweepAgent
 from autoresearch.runner.errors import UserError
 
-AGENTS = ("claude", "sweep", "replay")
+REGISTRY: dict[str, str] = {
+    "claude": "autoresearch.runner.agents.claude:ClaudeAgent",
+    "sweep": "autoresearch.runner.agents.sweep:SweepAgent",
+    "replay": "autoresearch.runner.agents.replay:ReplayAgent",
+}
+AGENTS = tuple(REGISTRY)  # the valid [agent] name values, in the order the config's errors list them
+
+# Names this package re-exports from an agent's module, imported when first asked for (PEP 562).
+_LAZY = {"Exhausted": "autoresearch.runner.agents.replay:Exhausted"}
 
 __all__ = [
     "AGENTS",
+    "REGISTRY",
     "Agent",
     "AgentError",
     "AgentFatal",
@@ -37,19 +48,46 @@ __all__ = [
     "Proposal",
     "ProposalContext",
     "TurnLogger",
+    "agent_class",
     "make_agent",
 ]
+
+
+def _replay_file(settings: AgentSettings) -> Path:
+    if not settings.replay_file:
+        raise UserError('the replay agent needs replay_file = "edits.jsonl" in the [agent] table')
+    return Path(settings.replay_file)
+
+
+# The arguments each agent's class is constructed with, from what make_agent is given (their signatures differ).
+_ARGUMENTS: dict[str, Callable[[AgentSettings, TurnLogger, int], tuple]] = {
+    "claude": lambda settings, log_turn, seed: (settings, log_turn),
+    "sweep": lambda settings, log_turn, seed: (seed,),
+    "replay": lambda settings, log_turn, seed: (_replay_file(settings),),
+}
+
+
+def _load(target: str) -> object:
+    """The object a "module:name" string names, importing its module now."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def agent_class(name: str) -> type:
+    """The class of the agent called name (importing its module); UserError for an unknown name."""
+    if name not in REGISTRY:
+        raise UserError(f"unknown agent {name!r}: choose one of {', '.join(AGENTS)}")
+    return _load(REGISTRY[name])  # type: ignore[return-value]
 
 
 def make_agent(name: str, *, settings: AgentSettings, log_turn: TurnLogger, seed: int = 0) -> Agent:
     """The agent called name. UserError for an unknown name or a replay without a file; AgentFatal for claude
     without ANTHROPIC_API_KEY."""
-    if name == "claude":
-        return ClaudeAgent(settings, log_turn)
-    if name == "sweep":
-        return SweepAgent(seed)
-    if name == "replay":
-        if not settings.replay_file:
-            raise UserError('the replay agent needs replay_file = "edits.jsonl" in the [agent] table')
-        return ReplayAgent(Path(settings.replay_file))
-    raise UserError(f"unknown agent {name!r}: choose one of {', '.join(AGENTS)}")
+    cls = agent_class(name)
+    return cls(*_ARGUMENTS[name](settings, log_turn, seed))
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return _load(_LAZY[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

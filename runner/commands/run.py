@@ -1,0 +1,59 @@
+"""The research loop and its controls: `run`, and `stop`, `pause`, `resume`, `skip` sent to a running one."""
+
+import argparse
+
+from autoresearch.runner.commands import add_setting_flags, workspace
+
+CAPS = ("max_experiments", "max_hours", "max_usd")
+CONTROLS = (("stop", "stop the run after the current experiment"),
+            ("pause", "pause the run after the current experiment"),
+            ("resume", "resume a paused run"), ("skip", "kill the running experiment and go on"))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run the research loop of this workspace (resumes the tag's run)")
+    run.add_argument("--tag", default="main", help="the run's name; its branch is autoresearch/TAG (default: main)")
+    run.add_argument("--detach", action="store_true", help="keep running after this terminal closes")
+    run.add_argument("--max-experiments", type=int, help="stop when the run has this many experiments")
+    run.add_argument("--max-hours", type=float, help="stop after this many hours")
+    run.add_argument("--max-usd", type=float, help="stop when the agent has cost this many dollars")
+    add_setting_flags(run, "training seconds per experiment (default: [budget] seconds, else the policy's)")
+    run.set_defaults(func=cmd_run)
+
+    for kind, text in CONTROLS:
+        control = sub.add_parser(kind, help=text)
+        control.add_argument("--tag", help="the run (default: the latest)")
+        if kind == "stop":
+            control.add_argument("--now", action="store_true", help="also kill the running experiment")
+        control.set_defaults(func=cmd_control)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from autoresearch.runner.loop import RunOptions, run_loop
+    from autoresearch.runner.settings import resolve_settings
+
+    ws = workspace()
+    options = RunOptions(args.tag, max_experiments=args.max_experiments, max_hours=args.max_hours,
+                         max_usd=args.max_usd, sandbox=args.sandbox, time_budget_s=args.budget, flavor=args.flavor)
+    if args.detach:
+        from autoresearch.runner.control import detach
+
+        resolve_settings(ws, options.flags())  # bad settings fail here, in this terminal, not in the log
+        given = {**{name: getattr(args, name) for name in CAPS}, "budget": args.budget, "flavor": args.flavor,
+                 "sandbox": args.sandbox}
+        argv = ["--tag", args.tag] + [f"--{n.replace('_', '-')}={v}" for n, v in given.items() if v is not None]
+        pid, log = detach(ws, argv)
+        print(f"runner started in the background (pid {pid}), logging to {log}\n"
+              "  watch: autoresearch status, autoresearch-tui   stop: autoresearch stop")
+        return 0
+    return run_loop(ws, options, say=lambda line: print(line, flush=True))
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    from autoresearch.runner.control import send
+
+    ws = workspace()
+    print(send(ws, args.command, args.tag))
+    if getattr(args, "now", False):
+        print(send(ws, "skip", args.tag))
+    return 0

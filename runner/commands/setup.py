@@ -1,0 +1,71 @@
+"""Setting a workspace up: `init`, `image`, `prepare` and `migrate`."""
+
+import argparse
+from pathlib import Path
+
+from autoresearch.runner.commands import FLAVOR_CHOICES, SANDBOX_CHOICES
+from autoresearch.runner.phases.sources import SOURCES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    init = sub.add_parser("init", help="make a workspace: a git repository with the task and autoresearch.toml")
+    init.add_argument("dir", type=Path, nargs="?", default=Path("."), metavar="DIR")
+    init.set_defaults(func=cmd_init)
+
+    image = sub.add_parser("image", help="build the experiment image (offline, from a local wheelhouse)")
+    image.add_argument("--flavor", choices=FLAVOR_CHOICES, default="auto")
+    image.add_argument("--force", action="store_true", help="rebuild even when the image is up to date")
+    image.set_defaults(func=cmd_image)
+
+    prepare = sub.add_parser("prepare", help="prepare the task's data once, in a container of the image")
+    prepare.add_argument("--source", choices=SOURCES, default="offline")
+    prepare.add_argument("--flavor", choices=FLAVOR_CHOICES, help="the experiment image (default: [image] flavor)")
+    prepare.add_argument("--sandbox", choices=SANDBOX_CHOICES, help="how the phase runs (default: [sandbox] provider)")
+    prepare.set_defaults(func=cmd_prepare)
+
+    migrate = sub.add_parser("migrate", help="upgrade the workspace's store to this version's schema")
+    migrate.set_defaults(func=cmd_migrate)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from autoresearch.runner.init import init_workspace
+
+    root = init_workspace(args.dir)
+    print(f"workspace ready in {root}\n  next: cd {root} && autoresearch run --detach  (or autoresearch-tui)")
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from autoresearch.runner.sandbox import images
+
+    images.build_image(flavor=args.flavor, force=args.force)
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from autoresearch.runner.phases.data import prepare_data
+    from autoresearch.runner.sandbox.registry import open_sandbox
+    from autoresearch.runner.settings import Flags, resolve_settings
+    from autoresearch.runner.workspace import find_workspace
+
+    ws = find_workspace()
+    settings = resolve_settings(ws, Flags(flavor=args.flavor, sandbox=args.sandbox))
+    sandbox = open_sandbox(settings.sandbox, settings.sandbox_insisted)
+    try:
+        print(prepare_data(sandbox, sandbox.image(settings.flavor), ws.task_dir, args.source))
+    finally:
+        sandbox.close()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from autoresearch.runner.record import store
+    from autoresearch.runner.workspace import find_workspace
+
+    ws = find_workspace()
+    if not ws.store_path.exists():
+        print(f"no store in {ws.root} yet: nothing to migrate")
+        return 0
+    store.open_store(ws.store_path).close()  # a writable open applies the missing migrations
+    print(f"{ws.store_path} is at schema version {store.SCHEMA_VERSION}")
+    return 0
