@@ -7,6 +7,7 @@ Every setting has a default, so an empty file is a valid config. The sections:
     [policy] file = "default"          # "default", "strict" or a policy file relative to the workspace
     [budget] seconds = 300             # training seconds; absent: the policy's time budget
     [gpus]   ids = ["GPU-...", 1]      # GPU UUIDs or indexes; empty: the first GPU, or the CPU
+    [sandbox] provider = "docker"      # docker, or process (no isolation: for machines without Docker)
     [agent]  name = "sweep", model, max_tokens, max_turns, timeout_s, max_retries, base_url,
              replay_file, price_input_per_mtok, price_output_per_mtok
     [keep]   threshold, noise_multiplier   # see KeepRule
@@ -28,13 +29,12 @@ from typing import Any, NoReturn
 
 import tomli_w
 
-from autoresearch.runner.agents.base import AgentSettings
+from autoresearch.runner.agents import AGENTS, AgentSettings
 from autoresearch.runner.check.policy import toml_spelling
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.phases.data import SOURCES
+from autoresearch.runner.phases.sources import SOURCES
+from autoresearch.runner.sandbox import PROVIDERS
 from autoresearch.runner.sandbox.flavors import FLAVORS
-
-AGENTS = ("claude", "sweep", "replay")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class Config:
     policy: str = "default"
     time_budget_s: float | None = None
     gpus: list[str] = field(default_factory=list)
+    sandbox: str = "docker"
     agent: AgentSettings = field(default_factory=AgentSettings)
     keep: KeepRule = field(default_factory=KeepRule)
     caps: Caps = field(default_factory=Caps)
@@ -75,10 +76,12 @@ SINGLE_KEYS = {
     ("policy", "file"): "policy",
     ("budget", "seconds"): "time_budget_s",
     ("gpus", "ids"): "gpus",
+    ("sandbox", "provider"): "sandbox",
 }
 NESTED = ("agent", "keep", "caps")
 SECTIONS = (*(section for section, _ in SINGLE_KEYS), *NESTED)
-CHOICES = {("task", "source"): SOURCES, ("image", "flavor"): ("auto", *FLAVORS), ("agent", "name"): AGENTS}
+CHOICES = {("task", "source"): SOURCES, ("image", "flavor"): ("auto", *FLAVORS), ("agent", "name"): AGENTS,
+           ("sandbox", "provider"): tuple(PROVIDERS)}
 POSITIVE = {("budget", "seconds"), ("agent", "max_tokens"), ("agent", "max_turns"), ("agent", "timeout_s")}
 HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]")
 EXPECTED = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false"}

@@ -14,14 +14,10 @@ import dataclasses
 import json
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import docker.errors
-import requests
 
 from autoresearch.runner.agents import Exhausted, make_agent
 from autoresearch.runner.agents.base import (
@@ -34,16 +30,18 @@ from autoresearch.runner.agents.base import (
     ProposalContext,
 )
 from autoresearch.runner.check.dynamic_rules import Overhead, recorded_overhead
-from autoresearch.runner.check.policy import Policy, load_policy, policy_to_toml
-from autoresearch.runner.config import Config, KeepRule, load_config
+from autoresearch.runner.check.policy import policy_to_toml
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.judge import keep_or_discard, keep_threshold
 from autoresearch.runner.lock import runner_lock
 from autoresearch.runner.phases.experiment import SKIPPED_REASON, score_handover
-from autoresearch.runner.record import gitrepo, store
+from autoresearch.runner.record import gitrepo, store, views
+from autoresearch.runner.record.recorder import ExperimentRecorder
+from autoresearch.runner.record.status import FAILED, INTERRUPTED, OPEN, RunState, Status, interrupted
 from autoresearch.runner.record.untrusted import DESCRIPTION_CHARS, as_data
-from autoresearch.runner.sandbox.docker_provider import remove_labelled
-from autoresearch.runner.sandbox.engine import engine_reachable
+from autoresearch.runner.sandbox.base import EXPERIMENT_LABEL, RUNNER_PID_LABEL, SandboxUnavailable, remove_labelled
 from autoresearch.runner.sandbox.gpus import assigned_gpu
+from autoresearch.runner.settings import Flags, resolve_settings
 from autoresearch.runner.steering import Steering
 from autoresearch.runner.trial import (
     Candidate,
@@ -52,16 +50,13 @@ from autoresearch.runner.trial import (
     execute_candidate,
     prerequisites,
 )
-from autoresearch.runner.workspace import CONFIG_FILE, Workspace
+from autoresearch.runner.workspace import CONFIG_FILE, Workspace, require_workspace
 
-FAILED = ("crash", "timeout", "oom", "killed", "violation")
 MAX_AGENT_ERRORS_IN_A_ROW = 8  # with back-off, about 15 minutes of a failing API before the run stops
 MAX_BLOCKED_IN_A_ROW = 10  # candidates the policy blocks before the run stops
 BACKOFF_S = (5, 10, 20, 40, 80, 160, 300, 300)
 FAILURE_TAIL_CHARS = 4000
 RERUN = " (re-run)"
-INTERRUPTED = "interrupted:"
-ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 ENGINE_WAIT_S = 900
 ENGINE_POLL_S = 5
 
@@ -75,33 +70,13 @@ class RunOptions:
     max_experiments: int | None = None
     max_hours: float | None = None
     max_usd: float | None = None
+    sandbox: str | None = None  # --sandbox: the provider, named for this invocation
+    time_budget_s: float | None = None  # --budget
+    flavor: str | None = None
 
-
-def require_workspace(ws: Workspace) -> None:
-    if ws.is_scratch:
-        raise UserError("not inside an autoresearch workspace: create one with `autoresearch init DIR`, "
-                        "then run this command inside DIR")
-
-
-def workspace_config(ws: Workspace) -> Config:
-    return load_config(ws.root / CONFIG_FILE)
-
-
-def workspace_policy(ws: Workspace, config: Config) -> Policy:
-    """The config's policy (a bundled name or a path in the workspace), with the config's budget."""
-    if config.policy in ("default", "strict"):
-        policy = load_policy(name=config.policy)
-    else:
-        policy = load_policy(ws.root / config.policy)
-    if config.time_budget_s is None:
-        return policy
-    return dataclasses.replace(policy, limits=dataclasses.replace(policy.limits, time_budget_s=config.time_budget_s))
-
-
-def keep_threshold(conn: sqlite3.Connection, rule: KeepRule) -> float:
-    """The improvement a candidate needs: the configured floor, or the measured seed noise times the multiplier."""
-    noise = store.latest_noise(conn)
-    return max(rule.threshold, rule.noise_multiplier * noise.std_bpb) if noise else rule.threshold
+    def flags(self) -> Flags:
+        return Flags(time_budget_s=self.time_budget_s, flavor=self.flavor, sandbox=self.sandbox,
+                     max_experiments=self.max_experiments, max_hours=self.max_hours, max_usd=self.max_usd)
 
 
 class Loop:
@@ -110,12 +85,8 @@ class Loop:
     def __init__(self, ws: Workspace, options: RunOptions, say: Callable[[str], None] = print):
         require_workspace(ws)
         self.ws, self.options, self.say = ws, options, say
-        self.config = workspace_config(ws)
-        self.policy = workspace_policy(ws, self.config)
-        self.caps = dataclasses.replace(self.config.caps, **{
-            name: value for name, value in
-            (("max_experiments", options.max_experiments), ("max_hours", options.max_hours),
-             ("max_usd", options.max_usd)) if value is not None})
+        self.settings = resolve_settings(ws, options.flags())
+        self.config, self.policy, self.caps = self.settings.config, self.settings.policy, self.settings.caps
         self.repo = gitrepo.open_repo(ws.root)
         self.started = time.monotonic()
         self.agent_errors = 0
@@ -132,6 +103,7 @@ class Loop:
         """Run until a cap, a stop or a fatal error; the exit code (0: ended as asked)."""
         with runner_lock(self.ws.state_dir):
             self.conn = store.open_store(self.ws.store_path)
+            self.recorder = ExperimentRecorder(self.conn)
             try:
                 return self._run()
             finally:
@@ -142,19 +114,28 @@ class Loop:
             self.agent.preflight()
         except AgentFatal as exc:
             raise UserError(f"the {self.agent.name} agent cannot start: {exc}") from None
-        gpu = assigned_gpu(self.config.gpus, _flavor(self.config.flavor))
-        self.pre = prerequisites(self.ws, self.config.flavor, self.config.source, gpu)
+        gpu = assigned_gpu(self.settings.gpus, self.settings.flavor)
+        self.pre = prerequisites(self.ws, self.settings, gpu)
+        if not self.pre.sandbox.isolated:
+            self.say(f"WARNING: the {self.pre.sandbox.name} sandbox runs candidates WITHOUT isolation "
+                     "(no container: they can read this machine's files and reach the network)")
         self.run_id = self._open_run()
+        try:
+            return self._steered()
+        finally:
+            self.pre.sandbox.close()
+
+    def _steered(self) -> int:
         with Steering(self.ws.store_path, self.run_id) as self.steering:
             try:
                 state, reason, code = self._loop()
             except Exhausted as exc:
-                state, reason, code = "finished", str(exc), 0
+                state, reason, code = RunState.FINISHED, str(exc), 0
             except AgentFatal as exc:
-                state, reason, code = "stopped", f"the agent cannot go on: {exc}", 2
+                state, reason, code = RunState.STOPPED, f"the agent cannot go on: {exc}", 2
             except BaseException as exc:
                 reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"runner error: {exc}"
-                store.update_run(self.conn, self.run_id, state="crashed", ended_at=time.time(), note=reason)
+                store.update_run(self.conn, self.run_id, state=RunState.CRASHED, ended_at=time.time(), note=reason)
                 raise
         store.update_run(self.conn, self.run_id, state=state, ended_at=time.time(), note=reason)
         self.say(f"run {self.options.tag} {state}: {reason}")
@@ -170,13 +151,15 @@ class Loop:
             run_id = store.create_run(
                 self.conn, tag=self.options.tag, agent=self.config.agent.name,
                 config_toml=(self.ws.root / CONFIG_FILE).read_text(), policy_toml=policy_to_toml(self.policy),
-                pid=os.getpid(), host=socket.gethostname())
+                pid=os.getpid(), host=socket.gethostname(), time_budget_s=self.settings.time_budget_s,
+                sandbox=self.pre.sandbox.name)
             self.say(f"run {self.options.tag}: new, on branch {gitrepo.branch_name(self.options.tag)} "
                      f"from {base[:8]}")
             return run_id
         closed = self._close_interrupted(existing.id)
-        store.update_run(self.conn, existing.id, state="running", pid=os.getpid(), host=socket.gethostname(),
-                         ended_at=None, note=None)
+        store.update_run(self.conn, existing.id, state=RunState.RUNNING, pid=os.getpid(), host=socket.gethostname(),
+                         ended_at=None, note=None, time_budget_s=self.settings.time_budget_s,
+                         sandbox=self.pre.sandbox.name)
         done = len(store.list_experiments(self.conn, existing.id))
         self.say(f"run {self.options.tag}: resuming after {done} experiments"
                  + (f"; re-running the interrupted #{closed[0].seq}" if closed else ""))
@@ -184,10 +167,9 @@ class Loop:
 
     def _close_interrupted(self, run_id: int) -> list[store.Experiment]:
         """Experiments a dead runner left running: recorded as killed, queued for a re-run."""
-        interrupted = [e for e in store.list_experiments(self.conn, run_id) if e.status in ("pending", "running")]
+        interrupted = [e for e in store.list_experiments(self.conn, run_id) if e.status in OPEN]
         for experiment in interrupted:
-            store.update_experiment(self.conn, experiment.id, status="killed", ended_at=time.time(),
-                                    exit_reason=f"{INTERRUPTED} the runner stopped during this experiment")
+            self.recorder.interrupted(experiment.id, f"{INTERRUPTED} the runner stopped during this experiment")
         self.rerun = interrupted[-1] if interrupted else None
         return interrupted
 
@@ -210,35 +192,34 @@ class Loop:
                 if result is None:  # the engine failed under it: run it again
                     continue
                 skipped = result.exit_reason == SKIPPED_REASON or self.steering.stop_requested.is_set()
-                if result.status != "keep" and not skipped:  # a skipped baseline is simply run again
-                    return "stopped", f"the baseline did not score ({result.status}: {result.exit_reason})", 1
+                if result.status != Status.KEEP and not skipped:  # a skipped baseline is simply run again
+                    return RunState.STOPPED, f"the baseline did not score ({result.status}: {result.exit_reason})", 1
                 continue
             self._experiment(best)
 
     def _stop_reason(self) -> tuple[str, str, int] | None:
         if self.steering.stop_requested.is_set():
-            return "stopped", "stopped on request", 0
+            return RunState.STOPPED, "stopped on request", 0
         count = len([e for e in store.list_experiments(self.conn, self.run_id) if not interrupted(e)])
         if self.caps.max_experiments is not None and count >= self.caps.max_experiments:
-            return "finished", f"reached {count} experiments (cap {self.caps.max_experiments})", 0
+            return RunState.FINISHED, f"reached {count} experiments (cap {self.caps.max_experiments})", 0
         hours = (time.monotonic() - self.started) / 3600
         if self.caps.max_hours is not None and hours >= self.caps.max_hours:
-            return "finished", f"ran {hours:.2f} h (cap {self.caps.max_hours:g} h)", 0
+            return RunState.FINISHED, f"ran {hours:.2f} h (cap {self.caps.max_hours:g} h)", 0
         spent = store.spent_usd(self.conn, self.run_id)
         if self.caps.max_usd is not None and spent >= self.caps.max_usd:
-            return "finished", f"spent ${spent:.2f} (cap ${self.caps.max_usd:.2f})", 0
+            return RunState.FINISHED, f"spent ${spent:.2f} (cap ${self.caps.max_usd:.2f})", 0
         return None
 
     def _pause(self) -> None:
-        store.update_run(self.conn, self.run_id, state="paused")
+        store.update_run(self.conn, self.run_id, state=RunState.PAUSED)
         self.say("paused: `autoresearch resume` goes on")
         while self.steering.paused.is_set() and not self.steering.stop_requested.is_set():
             self.steering.wait(5)
-        store.update_run(self.conn, self.run_id, state="running")
+        store.update_run(self.conn, self.run_id, state=RunState.RUNNING)
 
     def _best(self) -> store.Experiment | None:
-        kept = [e for e in store.list_experiments(self.conn, self.run_id) if e.status == "keep"]
-        return kept[-1] if kept else None
+        return views.best(store.list_experiments(self.conn, self.run_id))
 
     def _baseline(self) -> TrialResult | None:
         """The branch tip's train.py, unchanged: the experiment every later one must beat."""
@@ -263,7 +244,7 @@ class Loop:
         result = self._trial(candidate, proposal, parent, propose_s=time.monotonic() - began)
         if result is None:
             return
-        self.agent.observe(Outcome(proposal, result.status, result.val_bpb, result.status == "keep"))
+        self.agent.observe(Outcome(proposal, result.status, result.val_bpb, result.status == Status.KEEP))
 
     def _propose(self, best: store.Experiment) -> Proposal | None:
         """The agent's next candidate, or None after an error (recorded, backed off, bounded)."""
@@ -299,7 +280,7 @@ class Loop:
         """Check, commit, train, score, decide and record one candidate; None when the engine failed under it."""
         seq = store.next_seq(self.conn, self.run_id)
         candidate = dataclasses.replace(candidate, run_id=self.run_id, seq=seq)
-        blocked = check_candidate(self.ws, candidate, self.policy)
+        blocked = check_candidate(self.recorder, candidate, self.policy)
         if isinstance(blocked, TrialResult):
             store.link_agent_turns(self.conn, proposal.turn_ids, blocked.experiment_id)
             self._blocked(blocked)
@@ -314,50 +295,50 @@ class Loop:
         self.say(f"#{seq} {as_data(proposal.description, DESCRIPTION_CHARS)} ({sha[:8]}): training")
         self.steering.cancel.clear()
         try:
-            result = execute_candidate(self.ws, candidate, self.policy, self.pre, blocked,
+            result = execute_candidate(self.ws, self.recorder, candidate, self.policy, self.pre, blocked,
                                        cancel=self.steering.cancel, baseline=self._baseline_overhead(),
                                        keep_handover=True)
-        except ENGINE_ERRORS as exc:
+        except SandboxUnavailable as exc:
             self._engine_lost(exc)
             return None
         store.link_agent_turns(self.conn, proposal.turn_ids, result.experiment_id)
-        status = self._decide(result)
+        status = keep_or_discard(result.status, result.val_bpb, self._best(),
+                                 keep_threshold(self.conn, self.settings.keep))
         began = time.monotonic()
         try:
-            test_bpb = self._score_test(result) if status == "keep" else None
+            test_bpb = self._score_test(result) if status == Status.KEEP else None
         finally:
             if result.handover is not None:  # scored: drop the model so a long run cannot fill memory with them
                 result.handover.release()
         timings = {**result.timings, "propose": propose_s, "commit": commit_s,
                    "test_scoring": time.monotonic() - began}
-        store.update_experiment(self.conn, result.experiment_id, status=status, test_bpb=test_bpb,
-                                timings_json=timings)
-        if status == "keep":
+        self.recorder.judged(result.experiment_id, status, test_bpb=test_bpb, timings_json=timings)
+        if status == Status.KEEP:
             gitrepo.advance_branch(self.repo, self.options.tag, sha)
         gitrepo.result_note(self.repo, sha, result_note(status, result, test_bpb))
         self.say(f"#{seq} {status}: " + (f"val_bpb {result.val_bpb:.6f}" if result.val_bpb is not None
                                          else result.exit_reason))
         return dataclasses.replace(result, status=status)
 
-    def _engine_lost(self, exc: Exception) -> None:
-        """The Docker engine failed mid-experiment: close the experiment, wait for the engine, re-run it."""
-        reason = f"{INTERRUPTED} the Docker engine failed ({str(exc).splitlines()[0][:200]})"
-        running = [e for e in store.list_experiments(self.conn, self.run_id) if e.status == "running"]
+    def _engine_lost(self, exc: SandboxUnavailable) -> None:
+        """The sandbox's engine failed mid-experiment: close the experiment, wait for the engine, re-run it."""
+        reason = f"{INTERRUPTED} {str(exc).splitlines()[0][:240]}"
+        running = [e for e in store.list_experiments(self.conn, self.run_id) if e.status == Status.RUNNING]
         for experiment in running:
-            store.update_experiment(self.conn, experiment.id, status="killed", ended_at=time.time(),
-                                    exit_reason=reason)
+            self.recorder.interrupted(experiment.id, reason)
         self.rerun = running[-1] if running else None
         self.say(f"{reason}; waiting up to {ENGINE_WAIT_S // 60} min for it to come back")
         deadline = time.monotonic() + ENGINE_WAIT_S
-        while not engine_reachable():
+        while not self.pre.sandbox.reachable():
             if time.monotonic() > deadline or self.steering.stop_requested.is_set():
-                raise UserError(f"the Docker engine did not come back within {ENGINE_WAIT_S // 60} min: "
-                                "start it, then `autoresearch run` resumes this run")
+                raise UserError(f"the {self.pre.sandbox.name} sandbox did not come back within {ENGINE_WAIT_S // 60} "
+                                "min: start its engine, then `autoresearch run` resumes this run")
             self.steering.wait(ENGINE_POLL_S)
-        self.pre = prerequisites(self.ws, self.config.flavor, self.config.source, self.pre.gpu_uuid)
-        for experiment in running:  # its containers outlived the connection: this runner is alive, so remove them
-            remove_labelled(self.pre.client, {**self.pre.labels, "autoresearch.experiment": str(experiment.id)})
-        self.say("the Docker engine is back: re-running the interrupted experiment")
+        self.pre.sandbox.close()
+        self.pre = prerequisites(self.ws, self.settings, self.pre.gpu_uuid)
+        for experiment in running:  # its phases outlived the connection: this runner is alive, so remove them
+            remove_labelled(self.pre.sandbox, {**self.pre.labels, EXPERIMENT_LABEL: str(experiment.id)})
+        self.say(f"the {self.pre.sandbox.name} sandbox is back: re-running the interrupted experiment")
 
     def _blocked(self, result: TrialResult) -> None:
         self.blocked += 1
@@ -365,39 +346,24 @@ class Loop:
         if self.blocked >= MAX_BLOCKED_IN_A_ROW:
             raise AgentFatal(f"the policy blocked {self.blocked} candidates in a row")
 
-    def _decide(self, result: TrialResult) -> str:
-        """keep or discard for a scored run (by the keep rule); a failed one keeps its own status."""
-        if result.status != "ok":
-            return result.status
-        best = self._best()
-        if best is None:
-            return "keep"  # the baseline
-        needed = keep_threshold(self.conn, self.config.keep)
-        return "keep" if result.val_bpb < best.val_bpb - needed else "discard"
-
     def _score_test(self, result: TrialResult) -> float | None:
         """The held-out test split's bpb of a kept model, which the loop never selects on."""
         if result.handover is None or result.work_dir is None:
             return None
         verdict, _ = score_handover(
-            self.pre.client, image=self.pre.image, task_dir=self.ws.task_dir, data=self.pre.data,
+            self.pre.sandbox, image=self.pre.image, task_dir=self.ws.task_dir, data=self.pre.data,
             handover=result.handover, work_dir=Path(result.work_dir), split="test", gpu_uuid=self.pre.gpu_uuid,
-            limits=self.policy.limits, labels={**self.pre.labels, "autoresearch.runner_pid": str(os.getpid())})
-        return verdict.bpb if verdict.status == "ok" else None
+            limits=self.policy.limits, labels={**self.pre.labels, RUNNER_PID_LABEL: str(os.getpid())})
+        return verdict.bpb if verdict.status == Status.OK else None
 
     def _baseline_overhead(self) -> Overhead | None:
         """What the run's baseline (its first kept experiment) measured, for the budget rules; None before it."""
-        kept = [e for e in store.list_experiments(self.conn, self.run_id) if e.status == "keep"]
-        return recorded_overhead(kept[0].timings_json or {}) if kept else None
+        baseline = views.baseline(store.list_experiments(self.conn, self.run_id))
+        return recorded_overhead(baseline.timings_json or {}) if baseline else None
 
 
 def run_loop(ws: Workspace, options: RunOptions, say: Callable[[str], None] = print) -> int:
     return Loop(ws, options, say).run()
-
-
-def interrupted(experiment: store.Experiment) -> bool:
-    """Closed because the runner or the engine went away, not because of the candidate: no cap counts it."""
-    return (experiment.exit_reason or "").startswith(INTERRUPTED)
 
 
 def rerun_description(interrupted: store.Experiment) -> str:
@@ -425,8 +391,3 @@ def _read(path: Path) -> str:
     except OSError:
         return ""
 
-
-def _flavor(flavor: str) -> str:
-    from autoresearch.runner.sandbox.flavors import resolve_flavor
-
-    return resolve_flavor(flavor)

@@ -40,3 +40,26 @@ def cpu_image(docker_client: docker.DockerClient) -> str:
         return build_image("cpu")
     except UserError as exc:
         _unavailable(f"the CPU experiment image cannot be built: {exc}")
+
+
+@pytest.fixture(scope="session")
+def docker_sandbox(docker_client: docker.DockerClient, cpu_image: str) -> Iterator:
+    """The docker sandbox provider on the local engine, with the CPU image built."""
+    from autoresearch.runner.sandbox.docker_provider import DockerSandbox
+
+    yield DockerSandbox(docker_client)
+
+
+def cpu_settings(policy=None, budget_s: float | None = None, sandbox: str = "docker"):
+    """Settings for a trial outside any workspace: policy (default: the bundled default) on the CPU image."""
+    import dataclasses
+
+    from autoresearch.runner.check.policy import load_policy
+    from autoresearch.runner.config import Caps, Config
+    from autoresearch.runner.settings import Settings
+
+    policy = policy or load_policy()
+    if budget_s is not None:
+        policy = dataclasses.replace(policy, limits=dataclasses.replace(policy.limits, time_budget_s=budget_s))
+    return Settings(config=Config(), policy=policy, flavor="cpu", sandbox=sandbox, sandbox_insisted=False,
+                    caps=Caps())

@@ -85,7 +85,7 @@ def test_an_unknown_key_names_its_line_and_the_known_keys(tmp_path):
 
 def test_an_unknown_section_names_its_line(tmp_path):
     assert error_of(tmp_path, '[task]\nsource = "web"\n[agnet]\nname = "claude"\n').startswith(
-        "line 3: unknown section [agnet] (known: task, image, policy, budget, gpus, agent, keep, caps)")
+        "line 3: unknown section [agnet] (known: task, image, policy, budget, gpus, sandbox, agent, keep, caps)")
     assert error_of(tmp_path, '# settings\nsource = "web"\n').startswith(
         "line 2: unknown key 'source' outside any section")
     assert error_of(tmp_path, '\nagent = "claude"\n') == 'line 2: [agent] must be a table, got "claude"'

@@ -16,10 +16,10 @@ import pytest
 
 from autoresearch.runner.config import load_config
 from autoresearch.runner.init import init_workspace
-from autoresearch.runner.loop import keep_threshold
+from autoresearch.runner.judge import keep_threshold
 from autoresearch.runner.record import gitrepo, store
 from autoresearch.runner.record import views as report
-from autoresearch.runner.sandbox.docker_provider import LABEL
+from autoresearch.runner.sandbox.base import LABEL
 from autoresearch.runner.trial import workspace_labels
 from tests.agents.fake_api import FakeMessagesAPI, Reply, error_body, ok, tool_use
 from tests.engine_proxy import EngineProxy

@@ -8,6 +8,7 @@ import pytest
 from autoresearch.runner.phases.data import prepare_data
 from autoresearch.runner.phases.experiment import run_experiment
 from autoresearch.runner.task_files import default_task_dir
+from tests.conftest import cpu_settings
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -33,9 +34,9 @@ print("probe uid=" + str(os.getuid()))
 
 
 @pytest.fixture(scope="module")
-def task_data(cpu_image, tmp_path_factory, monkeypatch_module):
+def task_data(docker_sandbox, cpu_image, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("AUTORESEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-    return prepare_data(default_task_dir(), "offline", "cpu")
+    return prepare_data(docker_sandbox, cpu_image, default_task_dir(), "offline")
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +51,14 @@ def test_data_is_prepared_in_a_container(task_data):
     assert (task_data / "train_000.bin").stat().st_size > 1_000_000
 
 
-def test_cpu_profile_trains_and_scores_below_uniform_in_containers(docker_client, cpu_image, task_data, tmp_path):
+def test_cpu_profile_trains_and_scores_below_uniform_in_containers(docker_sandbox, cpu_image, task_data, tmp_path):
     task_dir = default_task_dir()
     candidate = tmp_path / "candidate.py"
     candidate.write_text(PROBE + (task_dir / "train.py").read_text())
     lines = []
     outcome = run_experiment(
-        docker_client, image=cpu_image, task_dir=task_dir, train_py=candidate, data=task_data,
-        work_dir=tmp_path / "exp", budget_s=15, flavor="cpu", on_line=lines.append,
+        docker_sandbox, image=cpu_image, task_dir=task_dir, train_py=candidate, data=task_data,
+        work_dir=tmp_path / "exp", limits=cpu_settings(budget_s=15).limits, on_line=lines.append,
     )
     assert outcome.status == "ok", (outcome.reason, "\n".join(lines[-20:]))
     probes = dict(line.removeprefix("probe ").split("=", 1) for line in lines if line.startswith("probe "))
@@ -83,13 +84,13 @@ def test_cpu_profile_trains_and_scores_below_uniform_in_containers(docker_client
      ("print('trained nothing')\n", "no exported model")],
     ids=["traceback", "no-export"],
 )
-def test_a_failed_training_is_a_crash_with_a_clear_reason(docker_client, cpu_image, task_data, tmp_path, source,
+def test_a_failed_training_is_a_crash_with_a_clear_reason(docker_sandbox, cpu_image, task_data, tmp_path, source,
                                                           reason):
     candidate = tmp_path / "train.py"
     candidate.write_text(source)
     outcome = run_experiment(
-        docker_client, image=cpu_image, task_dir=default_task_dir(), train_py=candidate, data=task_data,
-        work_dir=tmp_path / "exp", budget_s=5, flavor="cpu",
+        docker_sandbox, image=cpu_image, task_dir=default_task_dir(), train_py=candidate, data=task_data,
+        work_dir=tmp_path / "exp", limits=cpu_settings(budget_s=5).limits,
     )
     assert outcome.status == "crash"
     assert reason in outcome.reason

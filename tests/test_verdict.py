@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from autoresearch.runner.phases.experiment import MAX_VERDICT_BYTES, VERDICT_FILE, read_verdict
-from autoresearch.runner.sandbox.docker_provider import ContainerResult
+from autoresearch.runner.sandbox.base import DEADLINE, PhaseResult
 
 NONCE = "a" * 32
 
 
-def run(exit_code: int | None = 0, log_tail: str = "", timed_out: bool = False, oom: bool = False) -> ContainerResult:
-    return ContainerResult(exit_code, timed_out, oom, None, "", log_tail, len(log_tail), 0, 0.1, 1.0)
+def run(exit_code: int | None = 0, log_tail: str = "", timed_out: bool = False, oom: bool = False) -> PhaseResult:
+    return PhaseResult(exit_code, oom, DEADLINE if timed_out else None, "", log_tail, len(log_tail), 0, 0.1, 1.0)
 
 
 def write(folder: Path, verdict) -> Path:

@@ -38,11 +38,9 @@ def run_loop_bench(experiments: int = 3, budget_s: float = 20.0, as_json: bool =
         raise UserError("--loop must be at least 1 and --budget positive")
     with tempfile.TemporaryDirectory(prefix="autoresearch-loop-bench-") as tmp:
         root = init_workspace(Path(tmp) / "ws")
-        config = root / "autoresearch.toml"
-        config.write_text(config.read_text().replace('flavor = "auto"', 'flavor = "cpu"')
-                          + f"\n[budget]\nseconds = {budget_s:g}\n")
         began = time.monotonic()
-        code = Loop(find_workspace(root), RunOptions("bench", max_experiments=experiments),
+        options = RunOptions("bench", max_experiments=experiments, time_budget_s=budget_s, flavor="cpu")
+        code = Loop(find_workspace(root), options,
                     say=lambda line: print(line, file=sys.stderr, flush=True)).run()
         wall = time.monotonic() - began
         conn = store.open_store(root / ".autoresearch" / "store.db", readonly=True)

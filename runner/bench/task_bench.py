@@ -10,12 +10,15 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from autoresearch.runner.check.policy import Limits
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.data import prepare_data
 from autoresearch.runner.phases.experiment import Timings, run_experiment
-from autoresearch.runner.sandbox import images
-from autoresearch.runner.sandbox.engine import connect
+from autoresearch.runner.sandbox.base import Sandbox
+from autoresearch.runner.sandbox.registry import open_sandbox
+from autoresearch.runner.settings import Flags, resolve_settings
 from autoresearch.runner.task_files import default_task_dir
+from autoresearch.runner.workspace import find_workspace
 
 PHASES = {
     "train_container_start": "container start (training)",
@@ -33,18 +36,27 @@ def run_task_bench(runs: int = 3, budget_s: float = 20.0, as_json: bool = False)
     """Run the CPU profile runs times and print the median of every phase."""
     if runs < 1 or budget_s <= 0:
         raise UserError("--runs must be at least 1 and --budget positive")
-    client = connect()
-    image = images.require_image("cpu")
+    settings = resolve_settings(find_workspace(Path(tempfile.gettempdir())),
+                                Flags(time_budget_s=budget_s, flavor="cpu", sandbox="docker"))
+    sandbox = open_sandbox(settings.sandbox, settings.sandbox_insisted)
+    try:
+        return _bench(sandbox, settings.limits, runs, as_json)
+    finally:
+        sandbox.close()
+
+
+def _bench(sandbox: Sandbox, limits: Limits, runs: int, as_json: bool) -> dict:
+    image = sandbox.image("cpu")
     task_dir = default_task_dir()
-    data = prepare_data(task_dir, "offline", "cpu")
+    data = prepare_data(sandbox, image, task_dir, "offline")
     samples: list[Timings] = []
     scores = []
     reported = []  # train.py's own summary of each run: steps, tokens, MFU
     with tempfile.TemporaryDirectory(prefix="autoresearch-bench-") as tmp:
         for i in range(runs):
             outcome = run_experiment(
-                client, image=image, task_dir=task_dir, train_py=task_dir / "train.py", data=data,
-                work_dir=Path(tmp) / f"run{i}", budget_s=budget_s, flavor="cpu",
+                sandbox, image=image, task_dir=task_dir, train_py=task_dir / "train.py", data=data,
+                work_dir=Path(tmp) / f"run{i}", limits=limits,
             )
             if outcome.status != "ok":
                 raise UserError(f"bench run {i + 1} ended with {outcome.status}: {outcome.reason}")
@@ -54,12 +66,12 @@ def run_task_bench(runs: int = 3, budget_s: float = 20.0, as_json: bool = False)
             if not as_json:
                 print(f"run {i + 1}/{runs}: val_bpb {outcome.val_bpb:.4f}, total {outcome.timings.total:.1f}s")
     medians = {key: statistics.median(getattr(t, key) for t in samples) for key in PHASES}
-    report = {"runs": runs, "budget_s": budget_s, "median_seconds": medians, "val_bpb": scores,
+    report = {"runs": runs, "budget_s": limits.time_budget_s, "median_seconds": medians, "val_bpb": scores,
               "reported": reported, "samples": [asdict(t) for t in samples]}
     if as_json:
         print(json.dumps(report))
     else:
-        print(f"\nCPU profile, {runs} runs, budget {budget_s:g}s: median seconds per phase")
+        print(f"\nCPU profile, {runs} runs, budget {limits.time_budget_s:g}s: median seconds per phase")
         for key, label in PHASES.items():
             print(f"  {label:<42} {medians[key]:8.2f}")
         overhead = medians["total"] - medians["training"]

@@ -1,4 +1,4 @@
-"""Preparing the task's data once per cache, in a container of the experiment image.
+"""Preparing the task's data once per cache, in a sandbox phase (a container of the experiment image).
 
 Preparation is the only phase allowed the network (the web source downloads parquet shards); the
 offline source needs none and runs with the network off. The result is a folder of token shards
@@ -12,17 +12,10 @@ import sys
 from pathlib import Path
 
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.sandbox import images
-from autoresearch.runner.sandbox.docker_provider import ContainerSpec, Mount, run_container
-from autoresearch.runner.sandbox.engine import connect
+from autoresearch.runner.phases.sources import SOURCES
+from autoresearch.runner.sandbox.base import PHASE_LABEL, Mount, PhaseSpec, Sandbox
 from autoresearch.runner.task_files import OFFLINE_CORPUS, default_task_dir
-
-SOURCES = ("offline", "web")
-
-
-def cache_dir() -> Path:
-    """Where prepared data and downloads live: $AUTORESEARCH_CACHE or ~/.cache/autoresearch."""
-    return Path(os.environ.get("AUTORESEARCH_CACHE", "~/.cache/autoresearch")).expanduser()
+from autoresearch.runner.workspace import cache_dir
 
 
 def data_dir(task_dir: Path, source: str) -> Path:
@@ -53,7 +46,7 @@ def grant_container_write(path: Path) -> None:
         path.chmod(0o777)
 
 
-def prepare_data(task_dir: Path, source: str = "offline", flavor: str = "auto") -> Path:
+def prepare_data(sandbox: Sandbox, image: str, task_dir: Path, source: str = "offline") -> Path:
     """Prepared data for source, made now if missing; returns its folder."""
     if source not in SOURCES:
         raise UserError(f"unknown data source {source!r} (choose from {', '.join(SOURCES)})")
@@ -62,21 +55,21 @@ def prepare_data(task_dir: Path, source: str = "offline", flavor: str = "auto") 
         return out
     out.mkdir(parents=True, exist_ok=True)
     grant_container_write(out)
-    spec = ContainerSpec(
-        image=images.require_image(images.resolve_flavor(flavor)),
+    spec = PhaseSpec(
+        image=image,
         command=["python3", "/task/prepare.py", "data", "--source", source, "--out", "/data"],
         mounts=[
             Mount(task_dir / "prepare.py", "/task/prepare.py"),
             Mount(default_task_dir() / OFFLINE_CORPUS, f"/task/{OFFLINE_CORPUS}"),
             Mount(out, "/data", read_only=False),
         ],
-        labels={"autoresearch.phase": "prepare"},
+        labels={PHASE_LABEL: "prepare"},
         network=source == "web",
         deadline_s=24 * 3600 if source == "web" else 900,
     )
     print(f"preparing the {source} data in {out} (once) ...", file=sys.stderr, flush=True)
-    result = run_container(connect(), spec, out / "prepare.log",
-                           on_line=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    result = sandbox.run(spec, out / "prepare.log",
+                         on_line=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     if result.exit_code != 0 or read_manifest(out) is None:
         reason = "timed out" if result.timed_out else f"exit code {result.exit_code}"
         last = result.log_tail.strip().splitlines()[-1:] or [""]

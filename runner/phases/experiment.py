@@ -1,12 +1,12 @@
-"""One experiment: train a candidate train.py in one fresh container, score it in another.
+"""One experiment: train a candidate train.py in one fresh sandbox phase, score it in another.
 
-The training container sees prepare.py (read-only), its own copy of train.py (the one writable task
-file), the train split and tokenizer (read-only) and an empty hand-over volume (a size-capped tmpfs);
-never the validation or test data. The scoring container runs prepare.py's evaluation, trusted code only,
-on the model that training handed over (the volume, read-only), with the scored split mounted. Its one
-writable place is a verdict folder that no other container sees; the verdict counts only with the nonce
-this runner made for that scoring, a clean exit and a well-formed result. What either phase prints is
-advisory: it is logged, never parsed for a score.
+The training phase sees prepare.py (read-only), its own copy of train.py (the one writable task file),
+the train split and tokenizer (read-only) and an empty hand-over (with the docker provider a size-capped
+tmpfs volume); never the validation or test data. The scoring phase runs prepare.py's evaluation, trusted
+code only, on the model that training handed over (read-only), with the scored split mounted. Its one
+writable place is a verdict folder that no other phase sees; the verdict counts only with the nonce this
+runner made for that scoring, a clean exit and a well-formed result. What either phase prints is
+advisory: it is logged, never parsed for a score. The sandbox provider (runner/sandbox) runs the phases.
 """
 
 import hmac
@@ -21,21 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import docker
-
-from autoresearch.runner.check.policy import Limits, load_policy
+from autoresearch.runner.check.policy import Limits
 from autoresearch.runner.phases.data import grant_container_write, split_files
 from autoresearch.runner.phases.metrics import ProgressPoint, parse_progress, parse_summary
 from autoresearch.runner.record.untrusted import as_data
-from autoresearch.runner.sandbox.docker_provider import (
-    ContainerResult,
-    ContainerSpec,
-    Handover,
-    Mount,
-    open_handover,
-    run_container,
-)
+from autoresearch.runner.sandbox.base import PHASE_LABEL, Handover, Mount, PhaseResult, PhaseSpec, Resources, Sandbox
 from autoresearch.runner.sandbox.monitor import SKIPPED, Monitor, Sample, Usage
+from autoresearch.runner.settings import device_of, training_deadline_s
 
 SCORE_DEADLINE_S = 900.0
 SKIPPED_REASON = "skipped by the user"
@@ -100,18 +92,16 @@ class ExperimentOutcome:
 
 
 def run_experiment(
-    client: docker.DockerClient,
+    sandbox: Sandbox,
     *,
     image: str,
     task_dir: Path,
     train_py: Path,
     data: Path,
     work_dir: Path,
-    budget_s: float,
-    flavor: str = "cpu",
+    limits: Limits,
     split: str = "val",
     gpu_uuid: str | None = None,
-    limits: Limits | None = None,
     on_line: Callable[[str], None] | None = None,
     on_point: Callable[[ProgressPoint], None] | None = None,
     on_sample: Callable[[Sample], None] | None = None,
@@ -120,15 +110,14 @@ def run_experiment(
     cancel: threading.Event | None = None,
     keep_handover: bool = False,
 ) -> ExperimentOutcome:
-    """Train train_py for budget_s seconds and score the handed-over model on split.
+    """Train train_py for limits.time_budget_s seconds and score the handed-over model on split.
 
     keep_handover: leave a scored hand-over open in outcome.handover (the caller releases it)."""
     began = time.monotonic()
-    limits = limits or load_policy().limits
     work_dir.mkdir(parents=True, exist_ok=True)
-    handover = open_handover(client, image, limits.handover_max_mb, labels or {})
+    handover = sandbox.open_handover(image, limits.handover_max_mb, labels or {})
     try:
-        outcome = _train_and_score(client, image, task_dir, train_py, data, work_dir, budget_s, split, gpu_uuid,
+        outcome = _train_and_score(sandbox, image, task_dir, train_py, data, work_dir, split, gpu_uuid,
                                    limits, on_line, on_point, on_sample, labels, seed, cancel, handover, began)
     except BaseException:
         handover.release()
@@ -140,8 +129,9 @@ def run_experiment(
     return outcome
 
 
-def _train_and_score(client, image, task_dir, train_py, data, work_dir, budget_s, split, gpu_uuid, limits, on_line,
-                     on_point, on_sample, labels, seed, cancel, handover: Handover, began: float) -> ExperimentOutcome:
+def _train_and_score(sandbox: Sandbox, image, task_dir, train_py, data, work_dir, split, gpu_uuid, limits: Limits,
+                     on_line, on_point, on_sample, labels, seed, cancel, handover: Handover,
+                     began: float) -> ExperimentOutcome:
     candidate = work_dir / "train.py"
     shutil.copyfile(train_py, candidate)
     grant_container_write(candidate)
@@ -164,7 +154,7 @@ def _train_and_score(client, image, task_dir, train_py, data, work_dir, budget_s
         if on_line is not None:
             on_line(line)
 
-    train_spec = ContainerSpec(
+    train_spec = PhaseSpec(
         image=image,
         command=["python3", "/task/train.py"],
         mounts=[
@@ -176,13 +166,13 @@ def _train_and_score(client, image, task_dir, train_py, data, work_dir, budget_s
         environment={
             "AUTORESEARCH_DATA": "/data",
             "AUTORESEARCH_HANDOVER": "/handover",
-            "AUTORESEARCH_TIME_BUDGET": str(budget_s),
+            "AUTORESEARCH_TIME_BUDGET": str(limits.time_budget_s),
             **({"AUTORESEARCH_SEED": str(seed)} if seed is not None else {}),
         },
-        labels={**(labels or {}), "autoresearch.phase": "train"},
-        deadline_s=budget_s + (limits.deadline_allowance_cuda_s if gpu_uuid else limits.deadline_allowance_cpu_s),
+        labels={**(labels or {}), PHASE_LABEL: "train"},
+        deadline_s=training_deadline_s(limits, device_of(gpu_uuid)),
         gpu_uuid=gpu_uuid,
-        **container_limits(limits),
+        resources=phase_resources(limits),
     )
 
     def watch(init_pid: int, kill: Callable[[str], None]) -> Monitor:
@@ -193,7 +183,7 @@ def _train_and_score(client, image, task_dir, train_py, data, work_dir, budget_s
         ).start()
 
     train_log = work_dir / "train.log"
-    trained = run_container(client, train_spec, train_log, handle_line, watch, limits.log_max_bytes)
+    trained = sandbox.run(train_spec, train_log, handle_line, watch, limits.log_max_bytes)
     reported = parse_summary(trained.log_tail)
     timings = Timings(
         train_container_start=trained.start_seconds,
@@ -212,12 +202,12 @@ def _train_and_score(client, image, task_dir, train_py, data, work_dir, budget_s
     if failure:
         outcome.status, outcome.reason = failure
     else:
-        score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels, outcome)
+        score_experiment(sandbox, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels, outcome)
     timings.total = time.monotonic() - began
     return outcome
 
 
-def progress_timings(progress_at: dict[str, float], running_at: float, trained: ContainerResult) -> dict:
+def progress_timings(progress_at: dict[str, float], running_at: float, trained: PhaseResult) -> dict:
     """Timings' host-clock fields from the first and last progress line's arrival."""
     usage = trained.usage
     compute = None if usage is None else usage.compute
@@ -236,13 +226,13 @@ def data_mounts(data: Path, split: str) -> list[Mount]:
     return [Mount(path, f"/data/{path.name}") for path in split_files(data, split)]
 
 
-def container_limits(limits: Limits) -> dict:
-    """The ContainerSpec fields a policy's limits set."""
-    return {"memory": limits.memory, "pids_limit": limits.pids_limit, "cpus": limits.cpus or None,
-            "tmpfs_size": limits.tmpfs_size}
+def phase_resources(limits: Limits) -> Resources:
+    """What a policy's limits let one phase use."""
+    return Resources(memory=limits.memory, pids_limit=limits.pids_limit, cpus=limits.cpus or None,
+                     tmpfs_size=limits.tmpfs_size)
 
 
-def training_failure(result: ContainerResult) -> tuple[str, str] | None:
+def training_failure(result: PhaseResult) -> tuple[str, str] | None:
     """(status, reason) when the training container did not finish cleanly, else None."""
     if result.killed_by == SKIPPED:
         return "killed", SKIPPED_REASON
@@ -257,16 +247,16 @@ def training_failure(result: ContainerResult) -> tuple[str, str] | None:
     return None
 
 
-def last_line(result: ContainerResult) -> str:
+def last_line(result: PhaseResult) -> str:
     """The last line a container printed, as data (escaped and bounded)."""
     lines = result.log_tail.strip().splitlines()
     return as_data(lines[-1], 300) if lines else "(no output)"
 
 
-def score_experiment(client, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels,
+def score_experiment(sandbox: Sandbox, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels,
                      outcome) -> None:
     """Run the trusted evaluation on the handed-over model and fill outcome's score fields."""
-    verdict, scored = score_handover(client, image=image, task_dir=task_dir, data=data, handover=handover,
+    verdict, scored = score_handover(sandbox, image=image, task_dir=task_dir, data=data, handover=handover,
                                      work_dir=work_dir, split=split, gpu_uuid=gpu_uuid, limits=limits, labels=labels)
     outcome.score_log = work_dir / f"score-{split}.log"
     outcome.timings.score_container_start = scored.start_seconds
@@ -278,32 +268,32 @@ def score_experiment(client, image, task_dir, data, handover, work_dir, split, g
         outcome.status, outcome.reason = verdict.status, verdict.reason
 
 
-def score_handover(client: docker.DockerClient, *, image: str, task_dir: Path, data: Path, handover: Handover,
+def score_handover(sandbox: Sandbox, *, image: str, task_dir: Path, data: Path, handover: Handover,
                    work_dir: Path, split: str, gpu_uuid: str | None, limits: Limits,
-                   labels: dict[str, str] | None) -> tuple[Verdict, ContainerResult]:
+                   labels: dict[str, str] | None) -> tuple[Verdict, PhaseResult]:
     """prepare.py's evaluation of the hand-over on split, in a fresh container: (its verdict, the run)."""
     nonce = secrets.token_hex(16)
     verdict_dir = work_dir / f"verdict-{split}"
     shutil.rmtree(verdict_dir, ignore_errors=True)
     verdict_dir.mkdir(parents=True)
     grant_container_write(verdict_dir)
-    spec = ContainerSpec(
+    spec = PhaseSpec(
         image=image,
         command=["python3", "-I", "/task/prepare.py", "evaluate", "--handover", "/handover", "--data", "/data",
                  "--split", split, "--verdict", "/verdict"],
         mounts=[Mount(task_dir / "prepare.py", "/task/prepare.py"), *data_mounts(data, split), handover.mount(),
                 Mount(verdict_dir, "/verdict", read_only=False)],
         environment={NONCE_ENV: nonce},
-        labels={**(labels or {}), "autoresearch.phase": f"score-{split}"},
+        labels={**(labels or {}), PHASE_LABEL: f"score-{split}"},
         deadline_s=SCORE_DEADLINE_S,
         gpu_uuid=gpu_uuid,
-        **container_limits(limits),
+        resources=phase_resources(limits),
     )
-    scored = run_container(client, spec, work_dir / f"score-{split}.log", max_log_bytes=limits.log_max_bytes)
+    scored = sandbox.run(spec, work_dir / f"score-{split}.log", max_log_bytes=limits.log_max_bytes)
     return read_verdict(verdict_dir, nonce, split, scored), scored
 
 
-def read_verdict(folder: Path, nonce: str, split: str, run: ContainerResult) -> Verdict:
+def read_verdict(folder: Path, nonce: str, split: str, run: PhaseResult) -> Verdict:
     """The scorer's verdict, accepted only from its own file, with this scoring's nonce, a clean exit and a
     well-formed result; anything else is a crash whose reason says what was wrong."""
     if run.timed_out:

@@ -27,6 +27,8 @@ LABEL = "autoresearch"  # every phase carries it, so a provider can find and rem
 DEADLINE = "deadline"  # killed_by when a phase ran past its deadline
 PHASE_LABEL = "autoresearch.phase"  # train, score-val, score-test, prepare, handover
 RUNNER_PID_LABEL = "autoresearch.runner_pid"  # the runner that started a phase: orphans are those of dead runners
+EXPERIMENT_LABEL = "autoresearch.experiment"  # the store's experiment id
+WORKSPACE_LABEL = "autoresearch.workspace"  # a digest of the workspace's path
 
 
 class SandboxUnavailable(UserError):

@@ -1,17 +1,18 @@
-"""Running task code in fresh, hardened containers (docker-py), one container per phase.
+"""The docker provider: each phase in a fresh, hardened container (docker-py).
 
 Hardened by default: read-only root filesystem, no network, every capability dropped,
 no-new-privileges, a non-root user, pid, memory and CPU limits, an init process, a size-capped
 tmpfs /tmp, and only the mounts the phase names. Containers are never reused and never
 `auto_remove`d: create, attach the log stream, start, wait (killing at the deadline), collect, remove.
+An engine that fails or goes away is a SandboxUnavailable, whatever docker-py or requests raised.
 """
 
 import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -22,65 +23,81 @@ import docker.types
 import requests
 
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.sandbox.logs import CappedLog
-from autoresearch.runner.sandbox.monitor import Monitor, Usage
+from autoresearch.runner.sandbox.base import (
+    DEADLINE,
+    LABEL,
+    PHASE_LABEL,
+    RUNNER_PID_LABEL,
+    Mount,
+    PhaseResult,
+    PhaseSpec,
+    Resources,
+    SandboxUnavailable,
+    Watch,
+)
+from autoresearch.runner.sandbox.engine import connect
+from autoresearch.runner.sandbox.images import require_image
+from autoresearch.runner.sandbox.logs import CappedLog, copy_lines
 
-LABEL = "autoresearch"  # every container carries it, so orphans can be found and removed
 USER = "1000:1000"
-MAX_LINE_BYTES = 64 * 1024  # longer lines reach on_line cut to this
+ENGINE_GRACE_S = 120  # past a phase's deadline, how long the engine may take to report its end
+HANDOVER_MAX_FILES = 16  # inodes of the hand-over filesystem: its root and a few entries, never a tree
 
 
-@dataclass(frozen=True)
-class Mount:
-    """A host path (or, with volume, a Docker volume's name) seen at target inside the container."""
-
-    source: Path | str
-    target: str
-    read_only: bool = True
-    volume: bool = False
-
-
-@dataclass
-class ContainerSpec:
-    """Everything one phase's container is made of."""
-
-    image: str
-    command: list[str]
-    mounts: list[Mount]
-    environment: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    deadline_s: float = 600.0  # wall-clock seconds from start to kill
-    network: bool = False
-    memory: str = "8g"
-    cpus: float | None = None
-    pids_limit: int = 512
-    tmpfs_size: str = "1g"
-    gpu_uuid: str | None = None
+@contextlib.contextmanager
+def engine_errors() -> Iterator[None]:
+    """docker-py's and requests' failures as SandboxUnavailable (the engine failed or went away)."""
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise SandboxUnavailable(f"the Docker engine failed ({str(exc).splitlines()[0][:200]})") from exc
 
 
-@dataclass
-class ContainerResult:
-    """How a container ended, with timings and resource use measured by the host."""
+class DockerSandbox:
+    """Phases in hardened containers of the local Docker engine."""
 
-    exit_code: int | None
-    timed_out: bool
-    oom_killed: bool
-    killed_by: str | None  # the policy limit that made the host kill it, e.g. "memory_cap"
-    log_head: str
-    log_tail: str
-    log_bytes: int
-    log_dropped_bytes: int
-    start_seconds: float  # from create to running
-    run_seconds: float  # from running to exit
-    usage: Usage | None = None
+    name = "docker"
+    isolated = True
+
+    def __init__(self, client: docker.DockerClient):
+        self.client = client
+
+    @classmethod
+    def open(cls) -> "DockerSandbox":
+        try:
+            return cls(connect())
+        except UserError as exc:
+            raise SandboxUnavailable(f"{exc}; on a machine without Docker, [sandbox] provider = \"process\" runs "
+                                     "experiments as plain processes, without isolation") from None
+
+    def image(self, flavor: str) -> str:
+        return require_image(flavor)
+
+    def run(self, spec: PhaseSpec, log_path: Path, on_line: Callable[[str], None] | None = None,
+            watch: Watch | None = None, max_log_bytes: int = 20 * 2**20) -> PhaseResult:
+        with engine_errors():
+            return run_container(self.client, spec, log_path, on_line, watch, max_log_bytes)
+
+    def open_handover(self, image: str, size_mb: int, labels: dict[str, str]) -> "VolumeHandover":
+        with engine_errors():
+            return open_handover(self.client, image, size_mb, labels)
+
+    def remove_orphans(self, labels: dict[str, str], alive: Callable[[int], bool]) -> list[str]:
+        with engine_errors():
+            return remove_orphans(self.client, labels, alive)
+
+    def reachable(self) -> bool:
+        try:
+            connect(timeout=5).close()
+        except UserError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.client.close()
 
 
-# Called once the container runs, with its init's host PID and a function that kills it for a reason;
-# returns the Monitor watching it.
-Watch = Callable[[int, Callable[[str], None]], Monitor]
-
-
-def create_container(client: docker.DockerClient, spec: ContainerSpec):
+def create_container(client: docker.DockerClient, spec: PhaseSpec):
     """Create (not start) the hardened container described by spec."""
     mounts = [
         docker.types.Mount(m.target, str(m.source), type="volume" if m.volume else "bind", read_only=m.read_only)
@@ -91,6 +108,7 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec):
     if spec.gpu_uuid:
         device_requests = [docker.types.DeviceRequest(device_ids=[spec.gpu_uuid], capabilities=[["gpu"]])]
         environment["NVIDIA_VISIBLE_DEVICES"] = spec.gpu_uuid
+    limits = spec.resources
     try:
         return client.containers.create(
             spec.image,
@@ -101,14 +119,14 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec):
             user=USER,
             working_dir="/task",
             read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_size}"},
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_size}"},
             network_mode="bridge" if spec.network else "none",
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
-            pids_limit=spec.pids_limit,
-            mem_limit=spec.memory,
-            memswap_limit=spec.memory,
-            nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+            pids_limit=limits.pids_limit,
+            mem_limit=limits.memory,
+            memswap_limit=limits.memory,
+            nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
             init=True,
             ipc_mode="private",
             shm_size="1g",
@@ -121,12 +139,12 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec):
 
 def run_container(
     client: docker.DockerClient,
-    spec: ContainerSpec,
+    spec: PhaseSpec,
     log_path: Path,
     on_line: Callable[[str], None] | None = None,
     watch: Watch | None = None,
     max_log_bytes: int = 20 * 2**20,
-) -> ContainerResult:
+) -> PhaseResult:
     """Run spec to completion or to its deadline, streaming its output to a capped log (and on_line)."""
     created = time.monotonic()
     container = create_container(client, spec)
@@ -136,34 +154,32 @@ def run_container(
     def kill(reason: str) -> None:
         if not killed_by:
             killed_by.append(reason)
-            container.kill()
+            with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+                container.kill()
 
     monitor = None
+    deadline = threading.Timer(spec.deadline_s, kill, (DEADLINE,))
+    deadline.daemon = True
     try:
         stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
-        reader = threading.Thread(target=_copy_stream, args=(stream, log, on_line), daemon=True)
+        reader = threading.Thread(target=copy_lines, args=(stream, log, on_line), daemon=True)
         reader.start()
         container.start()
         started = time.monotonic()
+        deadline.start()
         if watch is not None:
             container.reload()
             monitor = watch(container.attrs["State"]["Pid"], kill)
-        timed_out = False
-        try:
-            status = container.wait(timeout=spec.deadline_s)
-        except requests.exceptions.RequestException:  # the deadline passed
-            timed_out = True
-            kill("deadline")
-            status = container.wait(timeout=30)
+        status = container.wait(timeout=spec.deadline_s + ENGINE_GRACE_S)
         ended = time.monotonic()
+        deadline.cancel()
         usage = monitor.stop() if monitor else None
         reader.join(timeout=60)  # the stream ends with the container; this only bounds a stuck engine
         container.reload()
-        return ContainerResult(
-            exit_code=None if timed_out else status.get("StatusCode"),
-            timed_out=timed_out,
+        return PhaseResult(
+            exit_code=None if killed_by[:1] == [DEADLINE] else status.get("StatusCode"),
             oom_killed=bool(container.attrs["State"].get("OOMKilled")),
-            killed_by=None if timed_out or not killed_by else killed_by[0],
+            killed_by=killed_by[0] if killed_by else None,
             log_head=log.head().decode("utf-8", "replace")[:4000],
             log_tail=log.tail().decode("utf-8", "replace")[-8000:],
             log_bytes=log.bytes_seen,
@@ -173,29 +189,11 @@ def run_container(
             usage=usage,
         )
     finally:
+        deadline.cancel()
         if monitor is not None:
             monitor.stop()
         log.close()
         remove_quietly(container)
-
-
-def _copy_stream(stream, log: CappedLog, on_line: Callable[[str], None] | None) -> None:
-    """Copy the container's output into the capped log as it comes; hand each complete line to on_line."""
-    pending = b""
-    for chunk in stream:
-        try:
-            log.write(chunk)
-        except ValueError:  # the log was closed: the runner gave up waiting for this stream
-            return
-        if on_line is None:
-            continue
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            on_line(line.decode("utf-8", "replace"))
-        pending = pending[-MAX_LINE_BYTES:]  # a line without end cannot grow without bound
-    if on_line is not None and pending:
-        on_line(pending.decode("utf-8", "replace"))
 
 
 def remove_quietly(container: docker.models.containers.Container) -> None:
@@ -209,18 +207,12 @@ def remove_quietly(container: docker.models.containers.Container) -> None:
             raise
 
 
-def remove_labelled(client: docker.DockerClient, labels: dict[str, str]) -> list[str]:
-    """Remove every autoresearch container (then hand-over volume) carrying labels, whoever started it."""
-    return remove_orphans(client, labels, lambda pid: False)
-
-
 def remove_orphans(client: docker.DockerClient, labels: dict[str, str], alive: Callable[[int], bool]) -> list[str]:
-    """Remove containers, then hand-over volumes, carrying labels whose runner (label autoresearch.runner_pid)
-    is gone."""
+    """Remove containers, then hand-over volumes, carrying labels whose runner (RUNNER_PID_LABEL) is gone."""
     filters = {"label": [LABEL, *(f"{k}={v}" for k, v in labels.items())]}
 
     def orphaned(labels_of: dict[str, str] | None) -> bool:
-        pid = (labels_of or {}).get("autoresearch.runner_pid", "")
+        pid = (labels_of or {}).get(RUNNER_PID_LABEL, "")
         return not (pid.isdigit() and alive(int(pid)))
 
     removed = []
@@ -241,15 +233,8 @@ def remove_volume_quietly(volume) -> None:
         volume.remove(force=True)
 
 
-# ---------------------------------------------------------------------------------------------------
-# The hand-over: a size-capped tmpfs volume that only the two phases of one experiment see
-
-
-HANDOVER_MAX_FILES = 16  # inodes of the hand-over filesystem: its root and a few entries, never a tree
-
-
 @dataclass
-class Handover:
+class VolumeHandover:
     """A per-experiment tmpfs volume (size and inode capped) where training leaves its model.
 
     tmpfs is the structural cap: a candidate that writes more gets ENOSPC, and nothing it writes ever
@@ -266,24 +251,25 @@ class Handover:
 
     def release(self) -> None:
         """Remove the keeper, then the volume (and with it the model); safe to call twice."""
-        remove_quietly(self.keeper)
-        remove_volume_quietly(self.volume)
+        with engine_errors():
+            remove_quietly(self.keeper)
+            remove_volume_quietly(self.volume)
 
 
-def open_handover(client: docker.DockerClient, image: str, size_mb: int, labels: dict[str, str]) -> Handover:
+def open_handover(client: docker.DockerClient, image: str, size_mb: int, labels: dict[str, str]) -> VolumeHandover:
     """Create the hand-over volume and start its keeper."""
     name = f"autoresearch-handover-{uuid.uuid4().hex[:16]}"
     uid, gid = USER.split(":")
     options = f"size={size_mb}m,nr_inodes={HANDOVER_MAX_FILES},uid={uid},gid={gid},mode=0700"
     volume = client.volumes.create(name, driver="local", labels={LABEL: "1", **labels},
                                    driver_opts={"type": "tmpfs", "device": "tmpfs", "o": options})
-    spec = ContainerSpec(image=image, command=["sleep", "infinity"], mounts=[Mount(name, "/handover", volume=True)],
-                         labels={**labels, "autoresearch.phase": "handover"}, memory="64m", pids_limit=8,
-                         tmpfs_size="1m")
+    spec = PhaseSpec(image=image, command=["sleep", "infinity"], mounts=[Mount(name, "/handover", volume=True)],
+                     labels={**labels, PHASE_LABEL: "handover"},
+                     resources=Resources(memory="64m", pids_limit=8, tmpfs_size="1m"))
     try:
         keeper = create_container(client, spec)
         keeper.start()
     except BaseException:
         remove_volume_quietly(volume)
         raise
-    return Handover(volume, keeper)
+    return VolumeHandover(volume, keeper)

@@ -52,7 +52,7 @@ class Usage:
 
     kind: str
     note: str
-    samples: list[Sample] = field(default_factory=list)
+    samples_taken: int = 0  # each goes to on_sample (the store); none is kept here
     busy_seconds: float = 0.0  # GPU-busy seconds (nvml) or CPU seconds of the processes (psutil)
     cpu_seconds: float = 0.0  # the container's CPU seconds, GPU or not (cgroup, else psutil: see note)
     peak_mem_mb: float = 0.0  # peak memory of the container's processes (VRAM with nvml, RSS with psutil)
@@ -319,7 +319,7 @@ class Monitor:
             self.usage.cpu_seconds = max(self.usage.cpu_seconds, seconds)
 
     def _record(self, sample: Sample) -> None:
-        self.usage.samples.append(sample)
+        self.usage.samples_taken += 1
         self.usage.peak_mem_mb = max(self.usage.peak_mem_mb, sample.proc_mem_mb)
         if self.on_sample is not None:
             self.on_sample(sample)

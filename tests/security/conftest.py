@@ -16,9 +16,10 @@ from autoresearch.runner.check.integrity import hash_files, protected_files
 from autoresearch.runner.check.policy import Policy, load_policy
 from autoresearch.runner.phases.data import prepare_data
 from autoresearch.runner.record import store
-from autoresearch.runner.sandbox.docker_provider import LABEL
+from autoresearch.runner.sandbox.base import LABEL
 from autoresearch.runner.trial import TrialResult, try_candidate
 from autoresearch.runner.workspace import find_workspace
+from tests.conftest import cpu_settings
 
 LIMITS = """
 [limits]
@@ -34,13 +35,13 @@ gpu_memory_cap_mb = 0
 
 
 @pytest.fixture(scope="session")
-def workspace(cpu_image, tmp_path_factory) -> Iterator:
+def workspace(docker_sandbox, cpu_image, tmp_path_factory) -> Iterator:
     """The scratch workspace in a fresh cache, with the offline data prepared in a container."""
     cache = tmp_path_factory.mktemp("cache")
     old = os.environ.get("AUTORESEARCH_CACHE")
     os.environ["AUTORESEARCH_CACHE"] = str(cache)
     ws = find_workspace(cache)
-    prepare_data(ws.task_dir, "offline", "cpu")
+    prepare_data(docker_sandbox, cpu_image, ws.task_dir, "offline")
     yield ws
     if old is None:
         del os.environ["AUTORESEARCH_CACHE"]
@@ -65,10 +66,10 @@ def policies(tmp_path_factory) -> dict[str, Policy]:
 
 
 @pytest.fixture
-def attempt(workspace, policies, docker_client, tmp_path):
+def attempt(workspace, policies, docker_client, docker_sandbox, cpu_image, tmp_path):
     """Run a hostile candidate under a policy; afterwards check that the task, data and host survived
     (no container and no hand-over volume left behind)."""
-    data = prepare_data(workspace.task_dir, "offline", "cpu")
+    data = prepare_data(docker_sandbox, cpu_image, workspace.task_dir, "offline")
     protected = protected_files(workspace.task_dir, data)
     before = hash_files(protected)
     existing = {c.id for c in docker_client.containers.list(all=True, filters={"label": LABEL})}
@@ -80,7 +81,7 @@ def attempt(workspace, policies, docker_client, tmp_path):
         chosen = policies[policy]
         if overrides:
             chosen = dataclasses.replace(chosen, limits=dataclasses.replace(chosen.limits, **overrides))
-        return try_candidate(workspace, candidate, chosen, flavor="cpu")
+        return try_candidate(workspace, candidate, cpu_settings(chosen))
 
     yield run
     assert hash_files(protected) == before, "prepare.py or the data changed"
