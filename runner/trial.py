@@ -52,6 +52,8 @@ class TrialResult:
     timings: dict[str, float] = field(default_factory=dict)
     work_dir: str | None = None
     handover: Handover | None = field(default=None, repr=False)  # open for scoring the test split (keep_handover)
+    sandbox: str | None = None  # the provider it ran in; None: blocked before running
+    isolated: bool = True  # False: the provider ran it without isolation (announced wherever it is shown)
 
 
 @dataclass(frozen=True)
@@ -82,12 +84,12 @@ class Prerequisites:
 def try_candidate(ws: Workspace, train_py: Path, settings: Settings, echo: bool = False) -> TrialResult:
     """Run one candidate train.py through check, train, score and decide; record everything."""
     candidate = Candidate(read_candidate(train_py), f"try {train_py.name}")
-    recorder = open_recorder(ws.store_path)
+    recorder = open_recorder(ws.store_path)  # opens the store at its first write
     try:
-        blocked = check_candidate(recorder, candidate, settings.policy)
+        blocked = check_candidate(recorder, candidate, settings.policy)  # a blocked candidate needs no sandbox
         if isinstance(blocked, TrialResult):
             return blocked
-        pre = prerequisites(ws, settings)
+        pre = prerequisites(ws, settings)  # no sandbox, image or data: one clear error, nothing recorded
         try:
             return execute_candidate(ws, recorder, candidate, settings.policy, pre, blocked, echo=echo)
         finally:
@@ -137,7 +139,7 @@ def execute_candidate(ws: Workspace, recorder: ExperimentRecorder, candidate: Ca
     before = hash_files(protected)
     exp_id = recorder.started(static, run_id=candidate.run_id, seq=candidate.seq, description=candidate.description,
                               train_py_sha256=sha(candidate.code), commit_sha=candidate.commit_sha,
-                              parent_sha=candidate.parent_sha)
+                              parent_sha=candidate.parent_sha, sandbox=pre.sandbox.name)
     work_dir = ws.experiments_dir / f"{exp_id:06d}"
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "candidate.py").write_bytes(candidate.code)
@@ -176,6 +178,8 @@ def execute_candidate(ws: Workspace, recorder: ExperimentRecorder, candidate: Ca
         json_as_data([f.to_dict() for f in (*static, *dynamic)]), str(outcome.train_log), asdict(outcome.timings),
         str(work_dir),
         outcome.handover,
+        pre.sandbox.name,
+        pre.sandbox.isolated,
     )
 
 

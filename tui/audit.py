@@ -87,7 +87,7 @@ class AuditScreen(Screen[None]):
 
     def _show(self, rows: list[Row]) -> None:
         blocks = sum(stored.finding.action == "block" for _, stored in rows)
-        warning = fmt.sandbox_warning(self.run)
+        warning = fmt.sandbox_warning(self.run.sandbox)
         self.query_one("#audit-title", Static).update(Text.assemble(
             f"audit · run {self.run.tag} · ", *((warning, " · ") if warning else ()),
             f"{len(rows)} findings, {blocks} blocking · enter: open the experiment"))

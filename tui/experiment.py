@@ -27,7 +27,7 @@ from autoresearch.tui.loss import LossPlot
 
 def title_text(run: Run, e: Experiment) -> Text:
     """`main #3 ★ keep  val_bpb 0.991004  1a2b3c4  description`, warning first when the run was not isolated."""
-    warning = fmt.sandbox_warning(run)
+    warning = fmt.sandbox_warning(e.sandbox or run.sandbox)
     text = Text.assemble((f"{run.tag} #{e.seq} ", "bold"), *((warning, " ") if warning else ()),
                          fmt.status_text(e.status), "  val_bpb ", (fmt.bpb(e.val_bpb), "bold"),
                          f"  {fmt.short_sha(e.commit_sha)}  ")

@@ -5,7 +5,7 @@ import json
 from rich.text import Text
 
 from autoresearch.runner.record.status import DEAD, RunState, Status
-from autoresearch.runner.record.store import Experiment, Run
+from autoresearch.runner.record.store import Experiment
 from autoresearch.runner.record.views import isolated, sandbox_label
 
 # Each status has a colour and a mark, so it reads at a glance in colour and without it.
@@ -39,11 +39,11 @@ def status_text(status: str) -> Text:
     return Text(f"{mark} {status}", style=style)
 
 
-def sandbox_warning(run: Run) -> Text | None:
-    """`sandbox: process (NOT ISOLATED)` in alarm colours for a run whose experiments ran without isolation."""
-    if isolated(run.sandbox) is not False:
+def sandbox_warning(sandbox: str | None) -> Text | None:
+    """`sandbox: process (NOT ISOLATED)` in alarm colours for a run or experiment that ran without isolation."""
+    if isolated(sandbox) is not False:
         return None
-    return Text(sandbox_label(run.sandbox) or "", style=WARNING_STYLE)
+    return Text(sandbox_label(sandbox) or "", style=WARNING_STYLE)
 
 
 def bpb(value: float | None) -> str:

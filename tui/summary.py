@@ -39,7 +39,7 @@ def _run_parts(snapshot: Snapshot, now: float) -> list[Text]:
     end = run.ended_at if state not in LIVE and state != DEAD else None
     end = end or (run.heartbeat_at if state == DEAD else None) or now
     agent = snapshot.model or f"{run.agent} agent"
-    warning = fmt.sandbox_warning(run)
+    warning = fmt.sandbox_warning(run.sandbox)
     return [Text(run.tag, style="bold"), Text(state, style=fmt.RUN_STATE_STYLES.get(state, "bold")),
             *([warning] if warning else []), Text(fmt.duration(end - run.started_at)),
             Text(f"${snapshot.spent_usd:.2f}"), Text(agent, style="cyan")]

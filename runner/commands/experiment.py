@@ -56,6 +56,8 @@ def cmd_noise(args: argparse.Namespace) -> int:
 def describe(result: "TrialResult") -> str:
     """The result for people: status and trusted score first, then where the time went, then findings."""
     lines = [f"experiment {result.experiment_id}: {result.status} ({result.exit_reason})"]
+    if not result.isolated:
+        lines.append(f"  WARNING: ran in the {result.sandbox} sandbox, WITHOUT isolation")
     if result.val_bpb is not None:
         reported = result.reported.get("val_bpb")
         note = f" (train.py reported {reported:.6f}, advisory)" if reported is not None else ""

@@ -185,6 +185,7 @@ CREATE TABLE noise (
 _V4 = """
 ALTER TABLE runs ADD COLUMN time_budget_s REAL;  -- the policy's training seconds per experiment
 ALTER TABLE runs ADD COLUMN sandbox TEXT;  -- the sandbox provider phases ran in (docker, process); NULL: older runs
+ALTER TABLE experiments ADD COLUMN sandbox TEXT;  -- the same per experiment (a `try` has no run); NULL: older rows
 """
 
 # Applied in order; never edit one that has shipped, append a new one.
@@ -239,6 +240,7 @@ class Experiment:
     log_dropped_bytes: int | None
     train_py_sha256: str | None
     timings_json: dict | None
+    sandbox: str | None  # the sandbox provider it ran in; None: never ran (blocked), or recorded before the column
 
 
 @dataclass(frozen=True)
