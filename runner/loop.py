@@ -102,14 +102,19 @@ class Loop:
     def run(self) -> int:
         """Run until a cap, a stop or a fatal error; the exit code (0: ended as asked)."""
         with runner_lock(self.ws.state_dir):
-            self.conn = store.open_store(self.ws.store_path)
-            self.recorder = ExperimentRecorder(self.conn)
+            self._prepare()  # the agent, the sandbox, the image and the data: refused before anything is recorded
             try:
-                return self._run()
+                self.conn = store.open_store(self.ws.store_path)
+                self.recorder = ExperimentRecorder(self.conn)
+                try:
+                    self.run_id = self._open_run()
+                    return self._steered()
+                finally:
+                    self.conn.close()
             finally:
-                self.conn.close()
+                self.pre.sandbox.close()
 
-    def _run(self) -> int:
+    def _prepare(self) -> None:
         try:
             self.agent.preflight()
         except AgentFatal as exc:
@@ -119,11 +124,6 @@ class Loop:
         if not self.pre.sandbox.isolated:
             self.say(f"WARNING: the {self.pre.sandbox.name} sandbox runs candidates WITHOUT isolation "
                      "(no container: they can read this machine's files and reach the network)")
-        self.run_id = self._open_run()
-        try:
-            return self._steered()
-        finally:
-            self.pre.sandbox.close()
 
     def _steered(self) -> int:
         with Steering(self.ws.store_path, self.run_id) as self.steering:

@@ -102,3 +102,32 @@ def test_try_runs_a_candidate_end_to_end_and_prints_json(tmp_path, cache, cpu_im
     assert Path(result["log_path"]).is_file()
     human = autoresearch("audit", cwd=tmp_path)
     assert human.returncode == 0
+
+
+def new_workspace(tmp_path: Path, config: str) -> Path:
+    root = tmp_path / "ws"
+    assert autoresearch("init", str(root), cwd=tmp_path).returncode == 0
+    (root / "autoresearch.toml").write_text(config)
+    return root
+
+
+def test_run_with_an_unknown_sandbox_provider_says_which_are_known(tmp_path, cache):
+    root = new_workspace(tmp_path, '[sandbox]\nprovider = "podman"\n')
+    line = one_line_error(autoresearch("run", "--max-experiments", "1", cwd=root))
+    assert "[sandbox] provider must be one of docker, process" in line and "line 2" in line
+    assert not (root / ".autoresearch" / "store.db").exists()
+
+
+def test_an_unknown_sandbox_flag_is_refused_by_the_parser(tmp_path, cache):
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    done = autoresearch("try", "train.py", "--sandbox", "podman", cwd=tmp_path)
+    assert done.returncode == 2 and "invalid choice: 'podman'" in done.stderr
+    assert not (cache / "scratch" / ".autoresearch" / "store.db").exists()
+
+
+def test_the_process_provider_is_refused_where_docker_answers_unless_asked_on_the_command_line(
+        tmp_path, cache, docker_client):
+    root = new_workspace(tmp_path, '[sandbox]\nprovider = "process"\n[agent]\nname = "sweep"\n')
+    line = one_line_error(autoresearch("run", "--max-experiments", "1", cwd=root))
+    assert "without isolation" in line and "--sandbox process" in line
+    assert not (root / ".autoresearch" / "store.db").exists()  # refused before the run was recorded
