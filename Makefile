@@ -1,10 +1,13 @@
 # Everyday entry points. Each runs in the current Python environment (a virtualenv is a good idea).
+# Tests come in two tiers: the fast one (no Docker, no real training: the loop and the trial on the fake
+# sandbox provider, in seconds) and the slow one (tests marked docker or slow: the real engine, the image,
+# real training). `make test` runs both; `make test-fast` only the fast one.
 PYTHON ?= python3
 AUTORESEARCH := $(PYTHON) -m autoresearch.runner.cli
 # One install stamp per Python environment, redone when pyproject.toml changes.
 STAMP := build/install-$(shell $(PYTHON) -c 'import sys, zlib; print(zlib.crc32(sys.prefix.encode()))').stamp
 
-.PHONY: install image test bench bench-tui lint
+.PHONY: install image test test-fast bench bench-tui lint
 
 install: $(STAMP)
 
@@ -17,6 +20,9 @@ image: install
 
 test: install
 	$(PYTHON) -m pytest
+
+test-fast: install
+	$(PYTHON) -m pytest -m "not docker and not slow"
 
 bench: install
 	$(AUTORESEARCH) bench

@@ -63,3 +63,14 @@ def cpu_settings(policy=None, budget_s: float | None = None, sandbox: str = "doc
         policy = dataclasses.replace(policy, limits=dataclasses.replace(policy.limits, time_budget_s=budget_s))
     return Settings(config=Config(), policy=policy, flavor="cpu", sandbox=sandbox, sandbox_insisted=False,
                     caps=Caps())
+
+
+DOCKER_FIXTURES = frozenset({"docker_client", "cpu_image", "docker_sandbox"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `docker` every test that uses the engine's fixtures, directly or through other fixtures (fixturenames
+    is the closure), so `-m "not docker"` (make test-fast) never reaches for Docker whatever a test forgot."""
+    for item in items:
+        if DOCKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.docker)

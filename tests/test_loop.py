@@ -272,7 +272,7 @@ def test_the_docker_engine_going_away_mid_experiment_loses_nothing(workspace, do
     proxy.start()
     output, _ = runner.communicate(timeout=300)
     assert runner.returncode == 0, output
-    assert "waiting up to 15 min" in output and "the Docker engine is back" in output
+    assert "waiting up to 15 min" in output and "the docker sandbox is back" in output
     interrupted, rerun = experiments(workspace)
     assert interrupted.status == "killed" and interrupted.exit_reason.startswith("interrupted: the Docker engine")
     assert (rerun.description, rerun.status) == ("baseline (re-run)", "keep")
