@@ -54,11 +54,16 @@ from autoresearch.runner.workspace import CONFIG_FILE, Workspace, require_worksp
 
 MAX_AGENT_ERRORS_IN_A_ROW = 8  # with back-off, about 15 minutes of a failing API before the run stops
 MAX_BLOCKED_IN_A_ROW = 10  # candidates the policy blocks before the run stops
+MAX_ENGINE_LOSSES_IN_A_ROW = 3  # experiments the sandbox fails under, one after another, before the run stops
 BACKOFF_S = (5, 10, 20, 40, 80, 160, 300, 300)
 FAILURE_TAIL_CHARS = 4000
 RERUN = " (re-run)"
 ENGINE_WAIT_S = 900
 ENGINE_POLL_S = 5
+
+
+class SandboxGaveUp(Exception):
+    """The sandbox failed too often, or did not come back: the run stops (and resumes later, losing nothing)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class Loop:
         self.started = time.monotonic()
         self.agent_errors = 0
         self.blocked = 0
+        self.engine_losses = 0  # in a row: a candidate that takes the engine down every time must not loop forever
         self.rerun: store.Experiment | None = None  # the experiment a dead runner was in the middle of
         self.run_id: int | None = None
         try:
@@ -133,6 +139,8 @@ class Loop:
                 state, reason, code = RunState.FINISHED, str(exc), 0
             except AgentFatal as exc:
                 state, reason, code = RunState.STOPPED, f"the agent cannot go on: {exc}", 2
+            except SandboxGaveUp as exc:
+                state, reason, code = RunState.STOPPED, str(exc), 2
             except BaseException as exc:
                 reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"runner error: {exc}"
                 store.update_run(self.conn, self.run_id, state=RunState.CRASHED, ended_at=time.time(), note=reason)
@@ -301,6 +309,7 @@ class Loop:
         except SandboxUnavailable as exc:
             self._engine_lost(exc)
             return None
+        self.engine_losses = 0
         store.link_agent_turns(self.conn, proposal.turn_ids, result.experiment_id)
         status = keep_or_discard(result.status, result.val_bpb, self._best(),
                                  keep_threshold(self.conn, self.settings.keep))
@@ -327,12 +336,19 @@ class Loop:
         for experiment in running:
             self.recorder.interrupted(experiment.id, reason)
         self.rerun = running[-1] if running else None
+        self.engine_losses += 1
+        name = self.pre.sandbox.name
+        if self.engine_losses >= MAX_ENGINE_LOSSES_IN_A_ROW:
+            raise SandboxGaveUp(f"the {name} sandbox failed under {self.engine_losses} experiments in a row (the "
+                                f"last: {reason}); `autoresearch run` resumes this run and re-runs the last one")
         self.say(f"{reason}; waiting up to {ENGINE_WAIT_S // 60} min for it to come back")
         deadline = time.monotonic() + ENGINE_WAIT_S
         while not self.pre.sandbox.reachable():
-            if time.monotonic() > deadline or self.steering.stop_requested.is_set():
-                raise UserError(f"the {self.pre.sandbox.name} sandbox did not come back within {ENGINE_WAIT_S // 60} "
-                                "min: start its engine, then `autoresearch run` resumes this run")
+            if self.steering.stop_requested.is_set():
+                return  # the loop then stops on request; the interrupted experiment waits for the next run
+            if time.monotonic() > deadline:
+                raise SandboxGaveUp(f"the {name} sandbox did not come back within {ENGINE_WAIT_S // 60} min: "
+                                    "start its engine, then `autoresearch run` resumes this run")
             self.steering.wait(ENGINE_POLL_S)
         self.pre.sandbox.close()
         self.pre = prerequisites(self.ws, self.settings, self.pre.gpu_uuid)

@@ -234,12 +234,12 @@ def phase_resources(limits: Limits) -> Resources:
 
 def training_failure(result: PhaseResult) -> tuple[str, str] | None:
     """(status, reason) when the training container did not finish cleanly, else None."""
+    if result.timed_out:  # killed_by is the deadline: not a policy limit
+        return "timeout", "killed at the hard deadline"
     if result.killed_by == SKIPPED:
         return "killed", SKIPPED_REASON
     if result.killed_by:
         return "killed", f"killed by policy ({result.killed_by})"
-    if result.timed_out:
-        return "timeout", "killed at the hard deadline"
     if result.oom_killed:
         return "oom", "out of memory (OOMKilled)"
     if result.exit_code != 0:

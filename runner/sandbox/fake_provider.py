@@ -29,7 +29,7 @@ What a train phase does is read from the candidate's source (the file the comman
     oom            false  the train phase ends OOM-killed after its seconds (exit code 137, oom_killed)
     engine_lost    false  true: the train phase raises SandboxUnavailable half-way, as when the Docker
                           engine dies, and the engine stays down engine_down_s; "once": only the first run
-                          of this exact source in this provider instance (a retry then succeeds)
+                          of this exact source with this state_dir (a retry then succeeds)
     memory_mb      0      resident memory the phase holds (the Monitor's memory cap really sees it)
 
 The score phase (prepare.py evaluate) takes these from the hand-over it is given (what training wrote; a
@@ -275,7 +275,6 @@ class FakeSandbox:
         shared = Path(tempfile.gettempdir()) / f"autoresearch-fake-sandbox-{os.getuid()}"
         self.state_dir = Path(state_dir or defaults.get("state_dir") or beside or shared)
         self._down_until = 0.0
-        self._lost: set[str] = set()  # sources whose "once" engine loss happened
 
     @classmethod
     def open(cls) -> "FakeSandbox":
@@ -452,8 +451,10 @@ class FakeSandbox:
             files.append((handover / MODEL_FILE, json.dumps(model).encode()))
         lost_at = None
         digest = _sha256(source.encode())
-        if scripted["engine_lost"] is True or (scripted["engine_lost"] == "once" and digest not in self._lost):
-            self._lost.add(digest)
+        lost_once = self.state_dir / "lost" / digest  # on disk: the loop reopens the provider after a loss
+        if scripted["engine_lost"] is True or (scripted["engine_lost"] == "once" and not lost_once.exists()):
+            lost_once.parent.mkdir(parents=True, exist_ok=True)
+            lost_once.touch()
             lost_at = seconds / 2
         return Plan(timed(lines, seconds), seconds, int(scripted["exit_code"]), files, scripted["memory_mb"],
                     bool(scripted["oom"]), lost_at)
