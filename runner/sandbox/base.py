@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.sandbox.logs import CappedLog
 from autoresearch.runner.sandbox.monitor import Monitor, Usage
 
 LABEL = "autoresearch"  # every phase carries it, so a provider can find and remove orphans
@@ -92,6 +93,24 @@ class PhaseResult:
     @property
     def timed_out(self) -> bool:
         return self.killed_by == DEADLINE
+
+
+def ended_phase(log: CappedLog, *, exit_code: int | None, oom_killed: bool, killed_by: str | None,
+                start_seconds: float, run_seconds: float, usage: Usage | None) -> PhaseResult:
+    """How a phase ended, told the same way by every provider: no exit code when the deadline killed it, and
+    the log's head and tail cut to what the record keeps."""
+    return PhaseResult(
+        exit_code=None if killed_by == DEADLINE else exit_code,
+        oom_killed=oom_killed,
+        killed_by=killed_by,
+        log_head=log.head().decode("utf-8", "replace")[:4000],
+        log_tail=log.tail().decode("utf-8", "replace")[-8000:],
+        log_bytes=log.bytes_seen,
+        log_dropped_bytes=log.bytes_dropped,
+        start_seconds=start_seconds,
+        run_seconds=run_seconds,
+        usage=usage,
+    )
 
 
 # Called once the phase runs, with its first process's host PID and a function that kills the phase for a

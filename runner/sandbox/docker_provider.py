@@ -34,6 +34,7 @@ from autoresearch.runner.sandbox.base import (
     Resources,
     SandboxUnavailable,
     Watch,
+    ended_phase,
 )
 from autoresearch.runner.sandbox.engine import connect
 from autoresearch.runner.sandbox.images import require_image
@@ -176,18 +177,10 @@ def run_container(
         usage = monitor.stop() if monitor else None
         reader.join(timeout=60)  # the stream ends with the container; this only bounds a stuck engine
         container.reload()
-        return PhaseResult(
-            exit_code=None if killed_by[:1] == [DEADLINE] else status.get("StatusCode"),
-            oom_killed=bool(container.attrs["State"].get("OOMKilled")),
-            killed_by=killed_by[0] if killed_by else None,
-            log_head=log.head().decode("utf-8", "replace")[:4000],
-            log_tail=log.tail().decode("utf-8", "replace")[-8000:],
-            log_bytes=log.bytes_seen,
-            log_dropped_bytes=log.bytes_dropped,
-            start_seconds=started - created,
-            run_seconds=ended - started,
-            usage=usage,
-        )
+        return ended_phase(log, exit_code=status.get("StatusCode"),
+                           oom_killed=bool(container.attrs["State"].get("OOMKilled")),
+                           killed_by=killed_by[0] if killed_by else None, start_seconds=started - created,
+                           run_seconds=ended - started, usage=usage)
     finally:
         deadline.cancel()
         if monitor is not None:

@@ -87,6 +87,7 @@ from autoresearch.runner.sandbox.base import (
     PhaseSpec,
     SandboxUnavailable,
     Watch,
+    ended_phase,
 )
 from autoresearch.runner.sandbox.logs import CappedLog, copy_lines
 
@@ -371,18 +372,9 @@ class FakeSandbox:
                                          "(scripted engine_lost)")
             code = child.returncode
             reason = killed_by[0] if killed_by else None
-            return PhaseResult(
-                exit_code=None if reason == DEADLINE else (128 - code if code < 0 else code),
-                oom_killed=plan.oom and reason is None and code == -signal.SIGKILL,
-                killed_by=reason,
-                log_head=log.head().decode("utf-8", "replace")[:4000],
-                log_tail=log.tail().decode("utf-8", "replace")[-8000:],
-                log_bytes=log.bytes_seen,
-                log_dropped_bytes=log.bytes_dropped,
-                start_seconds=started - created,
-                run_seconds=ended - started,
-                usage=usage,
-            )
+            return ended_phase(log, exit_code=128 - code if code < 0 else code,
+                               oom_killed=plan.oom and reason is None and code == -signal.SIGKILL, killed_by=reason,
+                               start_seconds=started - created, run_seconds=ended - started, usage=usage)
         finally:
             if child.poll() is None:  # an exception on the way: leave nothing running
                 kill("runner")

@@ -95,6 +95,7 @@ from autoresearch.runner.sandbox.base import (
     PhaseSpec,
     SandboxUnavailable,
     Watch,
+    ended_phase,
 )
 from autoresearch.runner.sandbox.flavors import resolve_flavor
 from autoresearch.runner.sandbox.logs import CappedLog, copy_lines
@@ -824,19 +825,9 @@ class ProcessSandbox:
                 process.stdout.close()
         copy_back(layout, parse_size(spec.resources.tmpfs_size))
         code = process.returncode
-        timed_out = phase.killed_by == DEADLINE
-        return PhaseResult(
-            exit_code=None if timed_out else (128 - code if code < 0 else code),
-            oom_killed=phase.oom_killed,
-            killed_by=phase.killed_by,
-            log_head=log.head().decode("utf-8", "replace")[:4000],
-            log_tail=log.tail().decode("utf-8", "replace")[-8000:],
-            log_bytes=log.bytes_seen,
-            log_dropped_bytes=log.bytes_dropped,
-            start_seconds=started - created,
-            run_seconds=ended - started,
-            usage=usage,
-        )
+        return ended_phase(log, exit_code=128 - code if code < 0 else code, oom_killed=phase.oom_killed,
+                           killed_by=phase.killed_by, start_seconds=started - created, run_seconds=ended - started,
+                           usage=usage)
 
     def _end_orphan_phase(self, found: dict) -> None:
         """Kill a recorded phase's session (when it is still that session) and remove its root."""
