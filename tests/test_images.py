@@ -70,7 +70,7 @@ def test_the_image_carries_the_digest_of_its_inputs(docker_client, cpu_image):
 
 @pytest.mark.docker
 def test_require_image_names_the_missing_image_and_the_fix(docker_client, monkeypatch):
-    monkeypatch.setattr(images, "IMAGE_REPO", "autoresearch-test-missing")
+    monkeypatch.setattr(flavors, "IMAGE_REPO", "autoresearch-test-missing")
     with pytest.raises(UserError, match=r"autoresearch-test-missing:cpu is missing: run `make image`"):
         images.require_image("cpu")
 
