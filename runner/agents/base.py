@@ -34,8 +34,7 @@ class Proposal:
 
     train_py: str
     description: str
-    turn_ids: list[int] = field(default_factory=list)  # agent_turns rows logged for this proposal
-    cost_usd: float = 0.0
+    turn_ids: list[int] = field(default_factory=list)  # agent_turns rows logged for this proposal (and their cost)
 
 
 @dataclass(frozen=True)

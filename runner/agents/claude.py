@@ -35,10 +35,9 @@ BILLING_PHRASES = ("credit balance", "usage limits", "spending limit")
 
 @dataclass
 class _Spend:
-    """The turns logged for one proposal and what they cost."""
+    """The turns logged for one proposal (what they cost is in the store: agent_turns, store.spent_usd)."""
 
     turn_ids: list[int] = field(default_factory=list)
-    cost_usd: float = 0.0
 
 
 class ClaudeAgent:
@@ -75,7 +74,7 @@ class ClaudeAgent:
             for use in uses:
                 result = copy.run(use["name"], use["input"])
                 if copy.description is not None:  # submitted: later calls in the same reply are not run
-                    return Proposal(copy.train_py, copy.description, spend.turn_ids, spend.cost_usd)
+                    return Proposal(copy.train_py, copy.description, spend.turn_ids)
                 results.append(result.block(use["id"]))
             messages.append({"role": "user", "content": results})
         raise AgentError(f"claude did not submit a train.py within {self._settings.max_turns} turns")
@@ -117,7 +116,6 @@ class ClaudeAgent:
             )
             raise _translate(exc, error, self.model) from exc
         usage = _usage_dict(message.usage, self._settings)
-        spend.cost_usd += usage["cost_usd"]
         spend.turn_ids.append(
             self._log_turn(
                 model=self.model, usage=usage, latency_s=time.monotonic() - started,

@@ -7,13 +7,12 @@ and a manifest that every experiment mounts read-only, split by split.
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.sources import SOURCES
-from autoresearch.runner.sandbox.base import PHASE_LABEL, Mount, PhaseSpec, Sandbox
+from autoresearch.runner.sandbox.base import PHASE_LABEL, Mount, PhaseSpec, Sandbox, grant_phase_write
 from autoresearch.runner.task_files import OFFLINE_CORPUS, default_task_dir
 from autoresearch.runner.workspace import cache_dir
 
@@ -38,14 +37,6 @@ def split_files(directory: Path, split: str) -> list[Path]:
     return [directory / "manifest.json", directory / manifest["tokenizer"]["file"], *shards]
 
 
-def grant_container_write(path: Path) -> None:
-    """Let the container's user (uid 1000) write into path."""
-    if os.geteuid() == 0:
-        os.chown(path, 1000, 1000)
-    else:
-        path.chmod(0o777)
-
-
 def prepare_data(sandbox: Sandbox, image: str, task_dir: Path, source: str = "offline") -> Path:
     """Prepared data for source, made now if missing; returns its folder."""
     if source not in SOURCES:
@@ -54,7 +45,7 @@ def prepare_data(sandbox: Sandbox, image: str, task_dir: Path, source: str = "of
     if read_manifest(out) is not None:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    grant_container_write(out)
+    grant_phase_write(out)
     spec = PhaseSpec(
         image=image,
         command=["python3", "/task/prepare.py", "data", "--source", source, "--out", "/data"],

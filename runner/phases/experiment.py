@@ -22,10 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch.runner.check.policy import Limits
-from autoresearch.runner.phases.data import grant_container_write, split_files
+from autoresearch.runner.phases.data import split_files
 from autoresearch.runner.phases.metrics import ProgressPoint, parse_progress, parse_summary
 from autoresearch.runner.record.untrusted import as_data
-from autoresearch.runner.sandbox.base import PHASE_LABEL, Handover, Mount, PhaseResult, PhaseSpec, Resources, Sandbox
+from autoresearch.runner.sandbox.base import (
+    PHASE_LABEL,
+    Handover,
+    Mount,
+    PhaseResult,
+    PhaseSpec,
+    Resources,
+    Sandbox,
+    grant_phase_write,
+)
 from autoresearch.runner.sandbox.monitor import SKIPPED, Monitor, Sample, Usage
 from autoresearch.runner.settings import device_of, training_deadline_s
 
@@ -134,7 +143,7 @@ def _train_and_score(sandbox: Sandbox, image, task_dir, train_py, data, work_dir
                      began: float) -> ExperimentOutcome:
     candidate = work_dir / "train.py"
     shutil.copyfile(train_py, candidate)
-    grant_container_write(candidate)
+    grant_phase_write(candidate)
 
     progress: list[ProgressPoint] = []
     first_line_at: list[float] = []
@@ -276,7 +285,7 @@ def score_handover(sandbox: Sandbox, *, image: str, task_dir: Path, data: Path, 
     verdict_dir = work_dir / f"verdict-{split}"
     shutil.rmtree(verdict_dir, ignore_errors=True)
     verdict_dir.mkdir(parents=True)
-    grant_container_write(verdict_dir)
+    grant_phase_write(verdict_dir)
     spec = PhaseSpec(
         image=image,
         command=["python3", "-I", "/task/prepare.py", "evaluate", "--handover", "/handover", "--data", "/data",

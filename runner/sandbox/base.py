@@ -15,6 +15,7 @@ Every provider reports the end of a phase the same way: the exit code, or the re
 (`killed_by`: "deadline" at its deadline, the monitor's "memory_cap", "disk_cap", "skipped").
 """
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ PHASE_LABEL = "autoresearch.phase"  # train, score-val, score-test, prepare, han
 RUNNER_PID_LABEL = "autoresearch.runner_pid"  # the runner that started a phase: orphans are those of dead runners
 EXPERIMENT_LABEL = "autoresearch.experiment"  # the store's experiment id
 WORKSPACE_LABEL = "autoresearch.workspace"  # a digest of the workspace's path
+PHASE_UID = 1000  # the user task code runs as in a container (the docker provider's USER)
 
 
 class SandboxUnavailable(UserError):
@@ -151,6 +153,14 @@ class Sandbox(Protocol):
 
     def close(self) -> None:
         """Release the provider's connections."""
+
+
+def grant_phase_write(path: Path) -> None:
+    """Let a phase's user (PHASE_UID) write into path, a writable mount's source."""
+    if os.geteuid() == 0:
+        os.chown(path, PHASE_UID, PHASE_UID)
+    else:
+        path.chmod(0o777)
 
 
 def remove_labelled(sandbox: Sandbox, labels: dict[str, str]) -> list[str]:

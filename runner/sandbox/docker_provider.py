@@ -27,6 +27,7 @@ from autoresearch.runner.sandbox.base import (
     DEADLINE,
     LABEL,
     PHASE_LABEL,
+    PHASE_UID,
     RUNNER_PID_LABEL,
     Mount,
     PhaseResult,
@@ -40,7 +41,7 @@ from autoresearch.runner.sandbox.engine import connect
 from autoresearch.runner.sandbox.images import require_image
 from autoresearch.runner.sandbox.logs import CappedLog, copy_lines
 
-USER = "1000:1000"
+USER = f"{PHASE_UID}:{PHASE_UID}"
 ENGINE_GRACE_S = 120  # past a phase's deadline, how long the engine may take to report its end
 HANDOVER_MAX_FILES = 16  # inodes of the hand-over filesystem: its root and a few entries, never a tree
 
