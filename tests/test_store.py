@@ -549,3 +549,10 @@ def test_the_cli_says_the_disk_is_full_in_one_line_and_loses_nothing(tiny_disk, 
     assert reader.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert store.list_experiments(reader)[0].status == "blocked"
     reader.close()
+
+
+def test_a_reader_of_a_store_being_created_is_told_nothing_is_recorded_yet(path):
+    path.parent.mkdir(parents=True)
+    sqlite3.connect(path).close()  # the file exists; the runner has not applied the schema yet
+    with pytest.raises(UserError, match=r"is being created: nothing has been recorded yet"):
+        store.open_store(path, readonly=True)

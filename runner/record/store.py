@@ -361,6 +361,8 @@ def _open_reader(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {READER_BUSY_TIMEOUT_MS}")
         version = schema_version(conn, path)
         check_not_newer(path, version)
+        if version == 0:  # a runner is creating it this moment (the file exists, its tables not yet)
+            raise UserError(f"the store at {path} is being created: nothing has been recorded yet")
         if version < SCHEMA_VERSION:
             raise UserError(
                 f"store {path} has schema version {version}, older than this autoresearch "
