@@ -16,6 +16,7 @@ ever ran, exited ones included. Where no cgroup of the container's own is readab
 psutil's sum over the processes it saw, and `Usage.note` says which.
 """
 
+import contextlib
 import os
 import threading
 import time
@@ -244,6 +245,7 @@ def bytes_under(paths: list[Path]) -> int:
 
 
 SKIPPED = "skipped"  # the kill reason when the runner cancels a container on the user's request
+GPU_LOST = "gpu_lost"  # the kill reason when NVML fails mid-phase: a phase the host cannot meter does not go on
 
 
 class Monitor:
@@ -279,7 +281,8 @@ class Monitor:
             self._count_cpu()
             self.usage.compute_trace.append((time.monotonic(), self.usage.compute))
             if self.gpu:
-                self.gpu.close()
+                with contextlib.suppress(pynvml.NVMLError):  # a lost GPU may not shut down cleanly
+                    self.gpu.close()
         return self.usage
 
     def _loop(self) -> None:
@@ -291,9 +294,14 @@ class Monitor:
             now = time.monotonic()
             # psutil's CPU count, summed once a sample where the busy seconds or cpu_seconds need it
             counted = cpu_seconds_of(live) if self.gpu is None or self.cgroup is None else None
-            if self.gpu:
-                sample = self.gpu.read({p.pid for p in live})
-                self.usage.busy_seconds += sample.util_percent / 100 * (now - last)
+            if self.gpu and self.usage.limit_hit != GPU_LOST:
+                try:
+                    sample = self.gpu.read({p.pid for p in live})
+                    self.usage.busy_seconds += sample.util_percent / 100 * (now - last)
+                except pynvml.NVMLError as exc:  # the driver or the GPU went away: nothing can meter the phase
+                    self.usage.note += f"; NVML failed mid-phase ({exc}): GPU readings end here"
+                    self._limit(GPU_LOST)
+                    sample = read_cpu(live)
             else:
                 sample = read_cpu(live)
                 self.usage.busy_seconds = max(self.usage.busy_seconds, counted)
