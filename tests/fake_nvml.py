@@ -36,12 +36,17 @@ class FakeNvml:
 
     NVMLError = pynvml.NVMLError
     NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
+    NVML_FEATURE_ENABLED = pynvml.NVML_FEATURE_ENABLED
+    NVML_FEATURE_DISABLED = pynvml.NVML_FEATURE_DISABLED
 
     def __init__(self, trace: dict, pids: set[int] = frozenset()):
         self.gpus = [FakeGpu(g["uuid"], i, g["total_mb"], g["readings"]) for i, g in enumerate(trace["gpus"])]
         self.pids = set(pids)  # the processes the trace's process memory is attributed to
         self.initialised = 0
         self.power_supported = trace.get("power_supported", True)
+        self.driver = trace.get("driver", "550.54.15")
+        self.name = trace.get("name", "NVIDIA H100 80GB HBM3")
+        self.persistence = trace.get("persistence", True)
 
     @classmethod
     def recorded(cls, pids: set[int] = frozenset()) -> "FakeNvml":
@@ -74,6 +79,16 @@ class FakeNvml:
             if gpu.uuid == wanted:
                 return gpu
         raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        self._ready()
+        return self.driver
+
+    def nvmlDeviceGetName(self, gpu: FakeGpu) -> str:
+        return self.name
+
+    def nvmlDeviceGetPersistenceMode(self, gpu: FakeGpu) -> int:
+        return pynvml.NVML_FEATURE_ENABLED if self.persistence else pynvml.NVML_FEATURE_DISABLED
 
     def nvmlDeviceGetUUID(self, gpu: FakeGpu) -> str:
         return gpu.uuid
