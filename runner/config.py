@@ -2,7 +2,7 @@
 
 Every setting has a default, so an empty file is a valid config. The sections:
 
-    [task]   source = "offline"        # the data source of prepare.py: offline | web
+    [task]   source = "auto"           # the data: web (FineWeb-Edu), offline (bundled), auto (web when it answers)
     [image]  flavor = "auto"           # the experiment image: auto | cpu | cuda
     [policy] file = "default"          # "default", "strict" or a policy file relative to the workspace
     [budget] seconds = 300             # training seconds; absent: the policy's time budget
@@ -32,7 +32,7 @@ import tomli_w
 from autoresearch.runner.agents import AGENTS, AgentSettings
 from autoresearch.runner.check.policy import toml_spelling
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.phases.sources import SOURCES
+from autoresearch.runner.phases.sources import CHOICES as SOURCE_CHOICES
 from autoresearch.runner.sandbox import PROVIDERS
 from autoresearch.runner.sandbox.flavors import FLAVORS
 
@@ -58,7 +58,7 @@ class Caps:
 class Config:
     """The settings of a workspace."""
 
-    source: str = "offline"
+    source: str = "auto"
     flavor: str = "auto"
     policy: str = "default"
     time_budget_s: float | None = None
@@ -80,7 +80,7 @@ SINGLE_KEYS = {
 }
 NESTED = ("agent", "keep", "caps")
 SECTIONS = (*(section for section, _ in SINGLE_KEYS), *NESTED)
-CHOICES = {("task", "source"): SOURCES, ("image", "flavor"): ("auto", *FLAVORS), ("agent", "name"): AGENTS,
+CHOICES = {("task", "source"): SOURCE_CHOICES, ("image", "flavor"): ("auto", *FLAVORS), ("agent", "name"): AGENTS,
            ("sandbox", "provider"): tuple(PROVIDERS)}
 POSITIVE = {("budget", "seconds"), ("agent", "max_tokens"), ("agent", "max_turns"), ("agent", "timeout_s")}
 HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]")

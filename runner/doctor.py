@@ -8,13 +8,12 @@ The TUI shows the same checks by running `autoresearch doctor --json` (it never 
 
 import os
 import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.phases.sources import hub_problem, hub_url
 from autoresearch.runner.settings import Settings
 from autoresearch.runner.workspace import Workspace, cache_dir
 
@@ -22,8 +21,6 @@ OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 MARKS = {OK: "✓", WARN: "!", FAIL: "✗", SKIP: "–"}
 DISK_FAIL_GB = 2.0  # below this a run cannot even prepare its data or keep its logs
 DISK_WARN_GB = 20.0  # a night of experiments, images and data want this much
-WEB_PROBE_URL = "https://huggingface.co/api/datasets/karpathy/fineweb-edu-100b-shuffle"
-WEB_TIMEOUT_S = 5.0
 GPU_PROBE_S = 120
 
 
@@ -290,17 +287,18 @@ def _docker_root() -> Path | None:
 
 
 def check_web(settings: Settings) -> Check:
-    url = os.environ.get("AUTORESEARCH_WEB_PROBE_URL", WEB_PROBE_URL)
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=WEB_TIMEOUT_S) as answer:
-            status = answer.status
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if settings.source == "web":
-            return Check("web corpus", FAIL, f"{url} does not answer ({reason})",
-                         "check the network, or set [task] source = \"offline\" (the bundled corpus)")
-        return Check("web corpus", SKIP, f"not reachable ({reason}); the {settings.source} source does not need it")
-    return Check("web corpus", OK, f"{url} answers ({status})")
+    problem = hub_problem()
+    if problem is None:
+        used = "used" if settings.source in ("web", "auto") else "not used: [task] source is offline"
+        return Check("web corpus", OK, f"{hub_url()} answers ({used})")
+    if settings.source == "web":
+        return Check("web corpus", FAIL, problem,
+                     "check the network, or set [task] source = \"auto\" (the bundled corpus when the hub is away)")
+    if settings.source == "auto":
+        return Check("web corpus", WARN, f"{problem}: auto takes the bundled offline corpus",
+                     "the offline corpus is small (Shakespeare and Milton); open the network to the hub for "
+                     "FineWeb-Edu")
+    return Check("web corpus", SKIP, f"{problem}; the offline source does not need it")
 
 
 def check_agent(settings: Settings) -> Check:

@@ -127,6 +127,7 @@ class Loop:
             raise UserError(f"the {self.agent.name} agent cannot start: {exc}") from None
         gpu = assigned_gpu(self.settings.gpus, self.settings.flavor)
         self.pre = prerequisites(self.ws, self.settings, gpu)
+        self.say(f"data: the {self.pre.source} corpus ({self.pre.source_why})")
         if not self.pre.sandbox.isolated:
             self.say(f"WARNING: the {self.pre.sandbox.name} sandbox runs candidates WITHOUT isolation "
                      "(no container: they can read this machine's files and reach the network)")
@@ -160,14 +161,14 @@ class Loop:
                 self.conn, tag=self.options.tag, agent=self.config.agent.name,
                 config_toml=(self.ws.root / CONFIG_FILE).read_text(), policy_toml=policy_to_toml(self.policy),
                 pid=os.getpid(), host=socket.gethostname(), time_budget_s=self.settings.time_budget_s,
-                sandbox=self.pre.sandbox.name)
+                sandbox=self.pre.sandbox.name, source=self.pre.source)
             self.say(f"run {self.options.tag}: new, on branch {gitrepo.branch_name(self.options.tag)} "
                      f"from {base[:8]}")
             return run_id
         closed = self._close_interrupted(existing.id)
         store.update_run(self.conn, existing.id, state=RunState.RUNNING, pid=os.getpid(), host=socket.gethostname(),
                          ended_at=None, note=None, time_budget_s=self.settings.time_budget_s,
-                         sandbox=self.pre.sandbox.name)
+                         sandbox=self.pre.sandbox.name, source=self.pre.source)
         done = len(store.list_experiments(self.conn, existing.id))
         self.say(f"run {self.options.tag}: resuming after {done} experiments"
                  + (f"; re-running the interrupted #{closed[0].seq}" if closed else ""))

@@ -24,6 +24,7 @@ from autoresearch.runner.errors import UserError
 from autoresearch.runner.judge import decide, run_facts
 from autoresearch.runner.phases.data import prepare_data
 from autoresearch.runner.phases.experiment import run_experiment
+from autoresearch.runner.phases.sources import resolve_source
 from autoresearch.runner.record.recorder import ExperimentRecorder, LiveRecorder, open_recorder
 from autoresearch.runner.record.status import Status
 from autoresearch.runner.record.untrusted import as_data, json_as_data
@@ -79,6 +80,8 @@ class Prerequisites:
     data: Path
     labels: dict[str, str]
     gpu_uuid: str | None = None
+    source: str = "offline"  # the data source the settings' source resolved to
+    source_why: str = "as configured"
 
 
 def try_candidate(ws: Workspace, train_py: Path, settings: Settings, echo: bool = False) -> TrialResult:
@@ -123,8 +126,9 @@ def prerequisites(ws: Workspace, settings: Settings, gpu_uuid: str | None = None
     labels = workspace_labels(ws.root)
     sandbox.remove_orphans(labels, psutil.pid_exists)
     image = sandbox.image(settings.flavor)
-    data = prepare_data(sandbox, image, ws.task_dir, settings.source)
-    return Prerequisites(sandbox, image, settings.flavor, data, labels, gpu_uuid)
+    source, why = resolve_source(settings.source)
+    data = prepare_data(sandbox, image, ws.task_dir, source)
+    return Prerequisites(sandbox, image, settings.flavor, data, labels, gpu_uuid, source, why)
 
 
 def execute_candidate(ws: Workspace, recorder: ExperimentRecorder, candidate: Candidate, policy: Policy,

@@ -11,8 +11,13 @@ import docker
 import pytest
 
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.phases.sources import HUB_URL_ENV
 from autoresearch.runner.sandbox.engine import connect
 from autoresearch.runner.sandbox.images import build_image
+
+# Tests never reach the internet: the web corpus's hub is a closed local port, so `[task] source = "auto"` (the
+# default) resolves to the offline corpus at once, here and in every subprocess a test starts.
+os.environ.setdefault(HUB_URL_ENV, "http://127.0.0.1:9/no-hub")
 
 
 def _unavailable(reason: str) -> None:

@@ -30,7 +30,7 @@ def test_an_empty_file_is_all_defaults(tmp_path):
     config = load_config(write(tmp_path, ""))
     assert config == Config()
     assert (config.source, config.flavor, config.policy, config.time_budget_s, config.gpus) == (
-        "offline", "auto", "default", None, [])
+        "auto", "auto", "default", None, [])
     assert config.agent == AgentSettings() and config.agent.name == "sweep"
     assert config.keep == KeepRule(threshold=0.0005, noise_multiplier=2.0)
     assert config.caps == Caps(max_experiments=None, max_hours=None, max_usd=20.0)
@@ -106,7 +106,7 @@ def test_bad_choices_and_ranges_are_refused(tmp_path):
     assert error_of(tmp_path, '[image]\nflavor = "gpu"\n') == (
         'line 2: [image] flavor must be one of auto, cpu, cuda, got "gpu"')
     assert error_of(tmp_path, '[task]\nsource = "s3"\n') == (
-        'line 2: [task] source must be one of offline, web, got "s3"')
+        'line 2: [task] source must be one of auto, offline, web, got "s3"')
     assert error_of(tmp_path, '[agent]\nname = "gpt"\n') == (
         'line 2: [agent] name must be one of claude, sweep, replay, got "gpt"')
     assert error_of(tmp_path, "[budget]\nseconds = 0\n") == "line 2: [budget] seconds must be greater than 0, got 0"

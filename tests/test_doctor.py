@@ -107,7 +107,10 @@ def test_the_web_corpus_check_asks_the_hub_and_fails_only_when_the_source_needs_
         server.server_close()
     monkeypatch.setenv("AUTORESEARCH_WEB_PROBE_URL", f"http://127.0.0.1:{server.server_port}/gone")
     assert doctor.check_web(web).status == "fail"
-    assert doctor.check_web(resolve_settings(ws)).status == "skip"  # the offline source does not need it
+    auto = resolve_settings(ws)  # the default: the bundled corpus when the hub is away, which deserves a warning
+    assert (auto.source, doctor.check_web(auto).status) == ("auto", "warn")
+    offline = dataclasses.replace(auto, config=dataclasses.replace(auto.config, source="offline"))
+    assert doctor.check_web(offline).status == "skip"  # the offline source does not need it
 
 
 def test_an_older_store_asks_for_a_migration(ws):

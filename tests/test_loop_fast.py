@@ -357,3 +357,11 @@ def test_the_no_isolation_warning_is_printed_only_for_a_provider_that_does_not_i
     assert any(line.startswith(WARNING) for line in fw.said) is not isolated
     assert fw.statuses() == [("baseline", Status.KEEP)]
     assert fw.run_row().sandbox == "fake"
+
+
+def test_the_run_says_and_records_which_corpus_auto_chose(tmp_path, monkeypatch):
+    fw = FakeWorkspace.make(tmp_path, monkeypatch)
+    assert fw.loop(max_experiments=1) == 0
+    assert fw.run_row().source == "offline"  # the tests' hub is a closed port: auto takes the bundled corpus
+    assert any(line.startswith("data: the offline corpus (auto: http://127.0.0.1:9/no-hub does not answer")
+               for line in fw.said)

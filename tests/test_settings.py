@@ -62,7 +62,7 @@ def test_flavor_and_sandbox_flags_override_the_config(ws):
 def test_outside_a_workspace_the_config_defaults_stand_in(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
     settings = resolve_settings(find_workspace(tmp_path), Flags(flavor="cpu"))
-    assert (settings.sandbox, settings.source, settings.flavor) == ("docker", "offline", "cpu")
+    assert (settings.sandbox, settings.source, settings.flavor) == ("docker", "auto", "cpu")
 
 
 @pytest.mark.parametrize("flags", [Flags(time_budget_s=0), Flags(max_experiments=-1), Flags(max_usd=0)])
@@ -99,3 +99,30 @@ def test_one_rule_picks_the_deadline_allowance_by_device():
     assert device_of(None) == "cpu" and device_of("GPU-1") == "gpu"
     assert training_deadline_s(limits, "cpu") == limits.time_budget_s + limits.deadline_allowance_cpu_s
     assert training_deadline_s(limits, "gpu") == limits.time_budget_s + limits.deadline_allowance_cuda_s
+
+
+def test_auto_takes_the_web_corpus_when_its_hub_answers_and_the_offline_one_otherwise(monkeypatch):
+    import http.server
+    import threading
+
+    from autoresearch.runner.phases.sources import HUB_URL_ENV, resolve_source
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(HUB_URL_ENV, f"http://127.0.0.1:{server.server_port}/api")
+    try:
+        assert resolve_source("auto")[0] == "web"
+    finally:
+        server.shutdown()
+        server.server_close()
+    source, why = resolve_source("auto")
+    assert source == "offline" and why.startswith(f"auto: http://127.0.0.1:{server.server_port}/api does not answer")
+    assert resolve_source("web") == ("web", "as configured")  # a named source is never second-guessed

@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from autoresearch.runner.commands import FLAVOR_CHOICES, SANDBOX_CHOICES
-from autoresearch.runner.phases.sources import SOURCES
+from autoresearch.runner.phases.sources import CHOICES as SOURCE_CHOICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     image.set_defaults(func=cmd_image)
 
     prepare = sub.add_parser("prepare", help="prepare the task's data once, in a container of the image")
-    prepare.add_argument("--source", choices=SOURCES, default="offline")
+    prepare.add_argument("--source", choices=SOURCE_CHOICES, help="the data (default: [task] source, auto)")
     prepare.add_argument("--flavor", choices=FLAVOR_CHOICES, help="the experiment image (default: [image] flavor)")
     prepare.add_argument("--sandbox", choices=SANDBOX_CHOICES, help="how the phase runs (default: [sandbox] provider)")
     prepare.set_defaults(func=cmd_prepare)
@@ -43,7 +43,10 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    import sys
+
     from autoresearch.runner.phases.data import prepare_data
+    from autoresearch.runner.phases.sources import resolve_source
     from autoresearch.runner.sandbox.registry import open_sandbox
     from autoresearch.runner.settings import Flags, resolve_settings
     from autoresearch.runner.workspace import find_workspace
@@ -52,7 +55,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     settings = resolve_settings(ws, Flags(flavor=args.flavor, sandbox=args.sandbox))
     sandbox = open_sandbox(settings.sandbox, settings.sandbox_insisted)
     try:
-        print(prepare_data(sandbox, sandbox.image(settings.flavor), ws.task_dir, args.source))
+        source, why = resolve_source(args.source or settings.source)
+        print(f"data: the {source} corpus ({why})", file=sys.stderr)
+        print(prepare_data(sandbox, sandbox.image(settings.flavor), ws.task_dir, source))
     finally:
         sandbox.close()
     return 0

@@ -188,8 +188,12 @@ ALTER TABLE runs ADD COLUMN sandbox TEXT;  -- the sandbox provider phases ran in
 ALTER TABLE experiments ADD COLUMN sandbox TEXT;  -- the same per experiment (a `try` has no run); NULL: older rows
 """
 
+_V5 = """
+ALTER TABLE runs ADD COLUMN source TEXT;  -- the data source the run used (offline, web); NULL: older runs
+"""
+
 # Applied in order; never edit one that has shipped, append a new one.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -211,6 +215,7 @@ class Run:
     note: str | None
     time_budget_s: float | None  # None: a run recorded before the column (views.run_budget_s reads its policy)
     sandbox: str | None  # the sandbox provider's name; None: a run recorded before the column
+    source: str | None  # the data source it used (offline, web; what auto chose); None: recorded before the column
 
 
 @dataclass(frozen=True)
@@ -494,16 +499,16 @@ def _update(conn: sqlite3.Connection, table: str, row_id: int, values: dict[str,
 
 def create_run(conn: sqlite3.Connection, *, tag: str, agent: str, config_toml: str = "",
                policy_toml: str = "", pid: int | None = None, host: str | None = None,
-               time_budget_s: float | None = None, sandbox: str | None = None) -> int:
+               time_budget_s: float | None = None, sandbox: str | None = None, source: str | None = None) -> int:
     """Record a new run in state running, owned by this process unless pid/host say otherwise.
 
-    time_budget_s: the policy's training seconds per experiment; sandbox: the provider's name.
+    time_budget_s: the policy's training seconds per experiment; sandbox: the provider's name; source: the data.
     """
     now = time.time()
     values = {
         "tag": tag, "agent": agent, "config_toml": config_toml, "policy_toml": policy_toml,
         "state": RunState.RUNNING.value, "started_at": now, "heartbeat_at": now,
-        "time_budget_s": time_budget_s, "sandbox": sandbox,
+        "time_budget_s": time_budget_s, "sandbox": sandbox, "source": source,
         "pid": os.getpid() if pid is None else pid, "host": socket.gethostname() if host is None else host,
     }
     with transaction(conn):
