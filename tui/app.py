@@ -4,13 +4,14 @@ The app only reads the store and queues commands in it; the loop itself runs in 
 `autoresearch run` (started from here or not), so quitting the TUI never stops a run, starting it again
 re-attaches, and any number of viewers may watch the same run. A thread polls the store four times a
 second (see snapshot.py) and posts a snapshot only when something changed; each panel redraws only
-when its own part did. Outside a workspace it offers to create one, then to start a run in it.
+when its own part did. Outside a workspace it offers to create one, then to start a run in it; both
+offers show the checks of `autoresearch doctor`, run in the background (checks.py).
 """
 
 import argparse
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from textual import events, on, work
@@ -23,6 +24,7 @@ from textual.worker import get_current_worker
 
 from autoresearch.runner.workspace import Workspace, find_workspace
 from autoresearch.tui.audit import AuditScreen
+from autoresearch.tui.checks import DOCTOR_ARGV
 from autoresearch.tui.dashboard import WRITES, DashboardScreen
 from autoresearch.tui.experiment import ExperimentScreen
 from autoresearch.tui.help import HelpScreen
@@ -69,12 +71,14 @@ class AutoresearchApp(App[None]):
 
     def __init__(self, workspace: Workspace, *, tag: str | None = None, readonly: bool = False,
                  clock: Callable[[], float] = time.time, new_folder: Path = Path(DEFAULT_FOLDER),
-                 poll_interval_s: float = POLL_INTERVAL_S) -> None:
+                 poll_interval_s: float = POLL_INTERVAL_S, doctor: Sequence[str] | None = DOCTOR_ARGV) -> None:
         """tag: the run to show (None: the latest); clock: the time in the header and panels (tests freeze
-        it); new_folder: what the offer to create a workspace proposes, outside one."""
+        it); new_folder: what the offer to create a workspace proposes, outside one; doctor: the command
+        whose checks the offers to create a workspace and to start a run show (`autoresearch doctor --json`;
+        None: no checks, which tests use so a screen does not depend on the machine it is drawn on)."""
         super().__init__()
         self.workspace, self.tag, self.readonly, self.clock = workspace, tag, readonly, clock
-        self.new_folder, self.poll_interval_s = new_folder, poll_interval_s
+        self.new_folder, self.poll_interval_s, self.doctor = new_folder, poll_interval_s, doctor
         self.snapshot: Snapshot | None = None
         self.dashboard: DashboardScreen | None = None
         self._offered_start = False
@@ -87,7 +91,7 @@ class AutoresearchApp(App[None]):
         elif self.readonly:
             self._show_dashboard().notice(NOT_A_WORKSPACE)
         else:
-            self.push_screen(WelcomeScreen(self.new_folder), callback=self._created)
+            self.push_screen(WelcomeScreen(self.new_folder, self.doctor), callback=self._created)
         self._fit(self.size.width, self.size.height)
 
     def on_resize(self, event: events.Resize) -> None:
@@ -111,7 +115,7 @@ class AutoresearchApp(App[None]):
         self._poll_store(ws.store_path, self.tag)
 
     def _show_dashboard(self) -> DashboardScreen:
-        self.dashboard = DashboardScreen(self.workspace, self.clock, self.readonly)
+        self.dashboard = DashboardScreen(self.workspace, self.clock, self.readonly, self.doctor)
         self.push_screen(self.dashboard)
         return self.dashboard
 

@@ -6,7 +6,7 @@ worker thread, since the runner's acknowledgement takes up to a second; the ones
 something ask first, and none of them exists in a read-only viewer.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from rich.text import Text
 from textual import on, work
@@ -23,6 +23,7 @@ from autoresearch.runner.record.status import LIVE
 from autoresearch.runner.record.store import Experiment
 from autoresearch.runner.record.views import run_state
 from autoresearch.runner.workspace import Workspace
+from autoresearch.tui.checks import DOCTOR_ARGV
 from autoresearch.tui.confirm import ConfirmScreen
 from autoresearch.tui.editor import edit
 from autoresearch.tui.export import export_train_py
@@ -107,9 +108,11 @@ class DashboardScreen(Screen[None]):
     class Audit(Message):
         """Open the audit view of the shown run."""
 
-    def __init__(self, ws: Workspace, clock: Callable[[], float], readonly: bool) -> None:
+    def __init__(self, ws: Workspace, clock: Callable[[], float], readonly: bool,
+                 doctor: Sequence[str] | None = DOCTOR_ARGV) -> None:
+        """doctor: the command whose checks the offer to start a run shows (None: none)."""
         super().__init__()
-        self.ws, self.clock, self.readonly = ws, clock, readonly
+        self.ws, self.clock, self.readonly, self.doctor = ws, clock, readonly, doctor
         self.snapshot: Snapshot | None = None
         self.view = "history"
         self._shown_state: str | None = None
@@ -263,7 +266,7 @@ class DashboardScreen(Screen[None]):
     def action_start_run(self) -> None:
         """Offer to start (or resume) a run: only while none is alive (see check_action)."""
         run = self.snapshot.run if self.snapshot else None
-        screen = StartRunScreen(self.ws, run.tag if run else DEFAULT_TAG, resumes=run is not None)
+        screen = StartRunScreen(self.ws, run.tag if run else DEFAULT_TAG, resumes=run is not None, doctor=self.doctor)
         self.app.push_screen(screen, callback=lambda tag: self._start(tag) if tag else None)
 
     @work(thread=True, exclusive=True, group="start")

@@ -1,4 +1,7 @@
-"""The offer to start a run: `autoresearch run --tag TAG --detach`, with the tag to use."""
+"""The offer to start a run: `autoresearch run --tag TAG --detach`, with the tag to use, under the doctor's
+checks of the machine and the workspace's configuration (see checks.py)."""
+
+from collections.abc import Sequence
 
 from textual import on
 from textual.app import ComposeResult
@@ -10,6 +13,7 @@ from textual.widgets import Button, Input, Static
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.record import gitrepo
 from autoresearch.runner.workspace import Workspace
+from autoresearch.tui.checks import DOCTOR_ARGV, MachineChecks
 
 DEFAULT_TAG = "main"
 
@@ -29,6 +33,7 @@ class StartRunScreen(ModalScreen[str | None]):
     StartRunScreen > Vertical {
         width: 76; max-width: 100%; height: auto; border: thick $primary; background: $surface; padding: 1 2;
     }
+    StartRunScreen #checks { margin-top: 1; }
     StartRunScreen Input { margin: 1 0 0 0; }
     StartRunScreen #error { color: $error; height: auto; }
     StartRunScreen Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
@@ -38,13 +43,17 @@ class StartRunScreen(ModalScreen[str | None]):
         Binding("escape", "cancel", "Cancel", id="start.cancel"),
     ]
 
-    def __init__(self, ws: Workspace, tag: str = DEFAULT_TAG, resumes: bool = False) -> None:
+    def __init__(self, ws: Workspace, tag: str = DEFAULT_TAG, resumes: bool = False,
+                 doctor: Sequence[str] | None = DOCTOR_ARGV) -> None:
+        """doctor: the command that checks the machine and the workspace's configuration (None: no checks)."""
         super().__init__()
-        self.ws, self.tag, self.resumes = ws, tag, resumes
+        self.ws, self.tag, self.resumes, self.doctor = ws, tag, resumes, doctor
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(start_question(self.ws, self.resumes), markup=False)
+            if self.doctor is not None:
+                yield MachineChecks(self.ws.root, self.doctor)
             yield Input(self.tag, placeholder="run tag", id="tag")
             yield Static("", id="error")
             with Horizontal():

@@ -1,5 +1,7 @@
-"""Outside a workspace: the offer to create one (`autoresearch init`) in a folder the user picks."""
+"""Outside a workspace: the offer to create one (`autoresearch init`) in a folder the user picks, under
+the doctor's checks of this machine (see checks.py)."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from textual import on, work
@@ -10,13 +12,15 @@ from textual.screen import Screen
 from textual.widgets import Button, Input, Static
 
 from autoresearch.runner.errors import UserError
+from autoresearch.tui.checks import DOCTOR_ARGV, MachineChecks
 
 DEFAULT_FOLDER = "autoresearch-workspace"
 INTRO = (
     "This folder is not in an autoresearch workspace.\n\n"
     "A workspace is a git repository with the research task (prepare.py, train.py, program.md) and "
     "autoresearch.toml. Create one here and start a run on the embedded defaults: the sweep agent "
-    "(no API key needed), the bundled offline corpus, and the CPU image when there is no GPU."
+    "(no API key needed), the web corpus (the bundled offline one when its hub does not answer), and the CPU "
+    "image when there is no GPU."
 )
 
 
@@ -26,6 +30,7 @@ class WelcomeScreen(Screen[Path | None]):
     DEFAULT_CSS = """
     WelcomeScreen { align: center middle; }
     WelcomeScreen > Vertical { width: 80; max-width: 100%; height: auto; border: thick $primary; padding: 1 2; }
+    WelcomeScreen #checks { margin-top: 1; }
     WelcomeScreen Input { margin-top: 1; }
     WelcomeScreen #error { color: $error; height: auto; }
     WelcomeScreen Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
@@ -35,13 +40,17 @@ class WelcomeScreen(Screen[Path | None]):
         Binding("escape", "quit", "Quit", id="welcome.quit"),
     ]
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, doctor: Sequence[str] | None = DOCTOR_ARGV) -> None:
+        """folder: where to propose the workspace; doctor: the command that checks this machine, in the
+        current folder (None: no checks)."""
         super().__init__()
-        self.folder = folder
+        self.folder, self.doctor = folder, doctor
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(INTRO, markup=False)
+            if self.doctor is not None:
+                yield MachineChecks(None, self.doctor)
             yield Input(str(self.folder), placeholder="folder for the new workspace", id="folder")
             yield Static("", id="error")
             with Horizontal():

@@ -1,7 +1,8 @@
 """SVG snapshots of the main screens on the seeded workspace (`pytest --snapshot-update` re-records them).
 
-Everything on screen is deterministic: fixed timestamps and commits in the seed, and the app's clock
-frozen at the seed's NOW.
+Everything on screen is deterministic: fixed timestamps and commits in the seed, the app's clock
+frozen at the seed's NOW, and no `autoresearch doctor` (its report depends on the machine: make_app
+passes doctor=None) except a stand-in with a fixed report where the checks are the subject.
 """
 
 from pathlib import Path
@@ -10,10 +11,11 @@ import pytest
 from textual.pilot import Pilot
 
 from autoresearch.runner.workspace import Workspace
+from autoresearch.tui.checks import MachineChecks
 from autoresearch.tui.experiment import ExperimentScreen
 from autoresearch.tui.logview import LogLines
 from autoresearch.tui.welcome import DEFAULT_FOLDER
-from tests.tui.conftest import make_app, shown, wait_for
+from tests.tui.conftest import fake_doctor, make_app, shown, wait_for
 from tests.tui.seed import seed_workspace
 
 
@@ -83,3 +85,27 @@ def test_welcome_outside_a_workspace(tmp_path, snap_compare):
 
     app = make_app(scratch, new_folder=Path(DEFAULT_FOLDER))
     assert snap_compare(app, run_before=welcome)
+
+
+MACHINE = {"ok": False, "checks": [
+    {"name": "sandbox", "status": "fail", "detail": "cannot reach the Docker engine [Errno 2] No such file",
+     "fix": "start Docker (sudo systemctl start docker), or add yourself to the docker group"},
+    {"name": "image", "status": "skip", "detail": "the engine is unreachable", "fix": None},
+    {"name": "gpus", "status": "ok", "detail": "1x NVIDIA H100 80GB HBM3, driver 550.54", "fix": None},
+    {"name": "web corpus", "status": "warn", "detail": "the hub does not answer: auto takes the bundled offline "
+     "corpus", "fix": "open the network to the hub for FineWeb-Edu"},
+    {"name": "agent", "status": "ok", "detail": "sweep (offline, no key needed)", "fix": None},
+]}
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 40)])
+def test_welcome_with_the_checks_of_the_machine(tmp_path, snap_compare, size):
+    scratch = Workspace(tmp_path / "scratch", tmp_path, True)
+
+    async def checked(pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.screen.query(MachineChecks), what="the checks")
+        await wait_for(pilot, lambda: pilot.app.screen.query_one(MachineChecks).result is not None, what="a report")
+        await pilot.pause()
+
+    app = make_app(scratch, new_folder=Path(DEFAULT_FOLDER), doctor=fake_doctor(MACHINE, code=1))
+    assert snap_compare(app, terminal_size=size, run_before=checked)
