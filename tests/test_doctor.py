@@ -1,12 +1,10 @@
 """`autoresearch doctor`: one line per check, the fix when it fails, exit 1 when the run cannot start."""
 
 import dataclasses
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections import namedtuple
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from autoresearch.runner.sandbox import gpus
 from autoresearch.runner.settings import resolve_settings
 from autoresearch.runner.workspace import find_workspace
 from tests.fake_nvml import FakeNvml
+from tests.local_hub import local_hub
 
 
 def autoresearch(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -85,28 +84,13 @@ def test_free_disk_thresholds(tmp_path, monkeypatch, free_gb, status):
     assert check.status == status and check.detail == f"{free_gb:.1f} GB free at {tmp_path}"
 
 
-class Hub(http.server.BaseHTTPRequestHandler):
-    def do_HEAD(self):
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_the_web_corpus_check_asks_the_hub_and_fails_only_when_the_source_needs_it(ws, monkeypatch):
-    server = http.server.HTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     web = dataclasses.replace(resolve_settings(ws), config=dataclasses.replace(resolve_settings(ws).config,
                                                                                  source="web"))
-    try:
-        monkeypatch.setenv("AUTORESEARCH_WEB_PROBE_URL", f"http://127.0.0.1:{server.server_port}/api/datasets/x")
+    with local_hub() as url:
+        monkeypatch.setenv("AUTORESEARCH_WEB_PROBE_URL", url)
         assert doctor.check_web(web).status == "ok"
-    finally:
-        server.shutdown()
-        server.server_close()
-    monkeypatch.setenv("AUTORESEARCH_WEB_PROBE_URL", f"http://127.0.0.1:{server.server_port}/gone")
-    assert doctor.check_web(web).status == "fail"
+    assert doctor.check_web(web).status == "fail"  # nothing listens there any more
     auto = resolve_settings(ws)  # the default: the bundled corpus when the hub is away, which deserves a warning
     assert (auto.source, doctor.check_web(auto).status) == ("auto", "warn")
     offline = dataclasses.replace(auto, config=dataclasses.replace(auto.config, source="offline"))

@@ -5,9 +5,11 @@ import pytest
 from autoresearch.runner.check.policy import load_policy
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.init import init_workspace
+from autoresearch.runner.phases.sources import HUB_URL_ENV, resolve_source
 from autoresearch.runner.sandbox import registry as providers
 from autoresearch.runner.settings import Flags, device_of, resolve_settings, training_deadline_s
 from autoresearch.runner.workspace import find_workspace
+from tests.local_hub import local_hub
 
 
 @pytest.fixture
@@ -102,27 +104,9 @@ def test_one_rule_picks_the_deadline_allowance_by_device():
 
 
 def test_auto_takes_the_web_corpus_when_its_hub_answers_and_the_offline_one_otherwise(monkeypatch):
-    import http.server
-    import threading
-
-    from autoresearch.runner.phases.sources import HUB_URL_ENV, resolve_source
-
-    class Hub(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self):
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv(HUB_URL_ENV, f"http://127.0.0.1:{server.server_port}/api")
-    try:
+    with local_hub() as url:
+        monkeypatch.setenv(HUB_URL_ENV, url)
         assert resolve_source("auto")[0] == "web"
-    finally:
-        server.shutdown()
-        server.server_close()
-    source, why = resolve_source("auto")
-    assert source == "offline" and why.startswith(f"auto: http://127.0.0.1:{server.server_port}/api does not answer")
+    source, why = resolve_source("auto")  # nothing listens there any more
+    assert source == "offline" and why.startswith(f"auto: {url} does not answer")
     assert resolve_source("web") == ("web", "as configured")  # a named source is never second-guessed
