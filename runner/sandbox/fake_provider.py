@@ -78,6 +78,7 @@ from pathlib import Path, PurePosixPath
 import psutil
 
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.phases.experiment import NONCE_ENV, SCORER_VERDICT_EXIT, VERDICT_FILE
 from autoresearch.runner.sandbox import FAKE_SCRIPT_ENV
 from autoresearch.runner.sandbox.base import (
     DEADLINE,
@@ -91,11 +92,8 @@ from autoresearch.runner.sandbox.base import (
 )
 from autoresearch.runner.sandbox.logs import CappedLog, copy_lines
 
-ENV = FAKE_SCRIPT_ENV
 DIRECTIVE = re.compile(r"^\s*#\s*fake-sandbox:\s*(\{.*\})\s*$", re.MULTILINE)
 MODEL_FILE = "model.graph"  # task/prepare.py's name for the hand-over's one file
-VERDICT_FILE = "verdict.json"
-NONCE_ENV = "AUTORESEARCH_NONCE"
 SCORES = ("ok", "violation", "error", "crash", "engine_lost")
 BUILT_IN = {"seconds": 1.0, "lines": None, "exit_code": 0, "handover": True, "bpb": 1.0, "score": "ok",
             "score_seconds": 0.1, "oom": False, "engine_lost": False, "memory_mb": 0}
@@ -166,7 +164,7 @@ def load_defaults(path: Path | None) -> dict:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise UserError(f"${ENV} names {path}, which cannot be read: {exc}") from None
+        raise UserError(f"${FAKE_SCRIPT_ENV} names {path}, which cannot be read: {exc}") from None
     try:
         defaults = json.loads(text) if text.strip() else {}
     except ValueError as exc:
@@ -280,7 +278,7 @@ class FakeSandbox:
     @classmethod
     def open(cls) -> "FakeSandbox":
         """The fake with the defaults file named by $AUTORESEARCH_FAKE_SANDBOX (none: built-ins only)."""
-        named = os.environ.get(ENV)
+        named = os.environ.get(FAKE_SCRIPT_ENV)
         sandbox = cls(Path(named) if named else None)
         if sandbox.defaults().get("engine_down"):
             raise SandboxUnavailable("the fake engine is down (engine_down in the fake sandbox's defaults)")
@@ -484,7 +482,7 @@ class FakeSandbox:
             result = {"status": "ok", "bpb": float(bpb) if isinstance(bpb, int | float) else bpb}
         result = {**result, "split": split, "nonce": nonce}
         files = [(verdict_dir / VERDICT_FILE, json.dumps(result).encode())] if verdict_dir is not None else []
-        return Plan([(seconds, json.dumps(result))], seconds, 0 if result["status"] == "ok" else 3, files)
+        return Plan([(seconds, json.dumps(result))], seconds, SCORER_VERDICT_EXIT[result["status"]], files)
 
     def _prepare_plan(self, spec: PhaseSpec) -> Plan:
         out = host_path(spec.mounts, option(spec.command, "--out") or "/data")

@@ -12,6 +12,7 @@ import pytest
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.data import split_files
 from autoresearch.runner.phases.metrics import parse_progress, parse_summary
+from autoresearch.runner.sandbox import FAKE_SCRIPT_ENV as ENV
 from autoresearch.runner.sandbox.base import (
     DEADLINE,
     PHASE_LABEL,
@@ -20,7 +21,7 @@ from autoresearch.runner.sandbox.base import (
     PhaseSpec,
     SandboxUnavailable,
 )
-from autoresearch.runner.sandbox.fake_provider import ENV, FakeSandbox, directives, load_defaults
+from autoresearch.runner.sandbox.fake_provider import FakeSandbox, directives, load_defaults
 from autoresearch.runner.sandbox.registry import open_sandbox
 
 DEAD_PID = "999999999"
