@@ -163,6 +163,12 @@ def grant_phase_write(path: Path) -> None:
         path.chmod(0o777)
 
 
+def runner_gone(labels: dict[str, str], alive: Callable[[int], bool]) -> bool:
+    """Whether the runner that made something carrying labels (RUNNER_PID_LABEL) is gone: what makes an orphan."""
+    pid = str(labels.get(RUNNER_PID_LABEL, ""))
+    return not (pid.isdigit() and alive(int(pid)))
+
+
 def remove_labelled(sandbox: Sandbox, labels: dict[str, str]) -> list[str]:
     """Remove everything carrying labels, whoever started it."""
     return sandbox.remove_orphans(labels, lambda pid: False)

@@ -28,7 +28,6 @@ from autoresearch.runner.sandbox.base import (
     LABEL,
     PHASE_LABEL,
     PHASE_UID,
-    RUNNER_PID_LABEL,
     Mount,
     PhaseResult,
     PhaseSpec,
@@ -36,6 +35,7 @@ from autoresearch.runner.sandbox.base import (
     SandboxUnavailable,
     Watch,
     ended_phase,
+    runner_gone,
 )
 from autoresearch.runner.sandbox.engine import connect
 from autoresearch.runner.sandbox.images import require_image
@@ -205,17 +205,13 @@ def remove_orphans(client: docker.DockerClient, labels: dict[str, str], alive: C
     """Remove containers, then hand-over volumes, carrying labels whose runner (RUNNER_PID_LABEL) is gone."""
     filters = {"label": [LABEL, *(f"{k}={v}" for k, v in labels.items())]}
 
-    def orphaned(labels_of: dict[str, str] | None) -> bool:
-        pid = (labels_of or {}).get(RUNNER_PID_LABEL, "")
-        return not (pid.isdigit() and alive(int(pid)))
-
     removed = []
     for container in client.containers.list(all=True, filters=filters):
-        if orphaned(container.labels):
+        if runner_gone(container.labels or {}, alive):
             remove_quietly(container)
             removed.append(container.name)
     for volume in client.volumes.list(filters=filters):
-        if orphaned(volume.attrs.get("Labels")):
+        if runner_gone(volume.attrs.get("Labels") or {}, alive):
             remove_volume_quietly(volume)
             removed.append(volume.name)
     return removed

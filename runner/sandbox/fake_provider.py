@@ -75,14 +75,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-import psutil
-
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.experiment import NONCE_ENV, SCORER_VERDICT_EXIT, VERDICT_FILE
 from autoresearch.runner.sandbox import FAKE_SCRIPT_ENV
 from autoresearch.runner.sandbox.base import (
     DEADLINE,
-    RUNNER_PID_LABEL,
     Mount,
     PhaseResult,
     PhaseSpec,
@@ -90,6 +87,7 @@ from autoresearch.runner.sandbox.base import (
     Watch,
     ended_phase,
 )
+from autoresearch.runner.sandbox.leftovers import end_session, orphaned, read_record, start_time, write_record
 from autoresearch.runner.sandbox.logs import CappedLog, copy_lines
 
 DIRECTIVE = re.compile(r"^\s*#\s*fake-sandbox:\s*(\{.*\})\s*$", re.MULTILINE)
@@ -254,13 +252,6 @@ def option(command: list[str], name: str) -> str | None:
     return command[command.index(name) + 1] if name in command[:-1] else None
 
 
-def _write_record(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.rename(path)
-
-
 class FakeSandbox:
     """Scripted phases in real child processes (see the module docstring)."""
 
@@ -308,24 +299,17 @@ class FakeSandbox:
         path = self.state_dir / "handovers" / name
         path.mkdir(parents=True)
         record = self.state_dir / "handovers" / f"{name}.json"
-        _write_record(record, {"labels": labels, "path": str(path), "size_mb": size_mb})
+        write_record(record, {"labels": labels, "path": str(path), "size_mb": size_mb})
         return FakeHandover(path, record)
 
     def remove_orphans(self, labels: dict[str, str], alive: Callable[[int], bool]) -> list[str]:
         removed = []
         for record in sorted(self.state_dir.glob("*/*.json")):
-            try:
-                entry = json.loads(record.read_text())
-            except (OSError, ValueError):
-                continue
-            mine = entry["labels"]
-            if any(mine.get(k) != v for k, v in labels.items()):
-                continue
-            pid = str(mine.get(RUNNER_PID_LABEL, ""))
-            if pid.isdigit() and alive(int(pid)):
+            entry = read_record(record)
+            if entry is None or not orphaned(entry, labels, alive):
                 continue
             if "pid" in entry:
-                _kill_if_same(entry["pid"], entry["create_time"])
+                end_session(entry["pid"], entry["create_time"])
             if "path" in entry:
                 shutil.rmtree(entry["path"], ignore_errors=True)
             record.unlink(missing_ok=True)
@@ -411,11 +395,7 @@ class FakeSandbox:
     def _track(self, labels: dict[str, str], pid: int) -> Path:
         """Record a running phase, so that remove_orphans can end it once its runner is gone."""
         record = self.state_dir / "phases" / f"fake-phase-{uuid.uuid4().hex[:16]}.json"
-        try:
-            create_time = psutil.Process(pid).create_time()
-        except psutil.Error:
-            create_time = 0.0
-        _write_record(record, {"labels": labels, "pid": pid, "create_time": create_time})
+        write_record(record, {"labels": labels, "pid": pid, "create_time": start_time(pid)})
         return record
 
     def _plan(self, spec: PhaseSpec) -> Plan:
@@ -491,13 +471,3 @@ class FakeSandbox:
         files = [(out / name, data) for name, data in tiny_data()]
         return Plan([(PREPARE_SECONDS, json.dumps({"status": "ok", "data": "/data", "fake": True}))],
                     PREPARE_SECONDS, 0, files)
-
-
-def _kill_if_same(pid: int, create_time: float) -> None:
-    """Kill a recorded phase's process group if that process still runs (not a later one with its PID)."""
-    try:
-        if abs(psutil.Process(pid).create_time() - create_time) > 0.01:
-            return
-        os.killpg(pid, signal.SIGKILL)
-    except (psutil.Error, ProcessLookupError, PermissionError):
-        pass

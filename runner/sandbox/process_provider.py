@@ -68,7 +68,6 @@ import math
 import os
 import re
 import resource
-import secrets
 import shutil
 import socket
 import stat
@@ -89,7 +88,6 @@ from autoresearch.runner.errors import UserError
 from autoresearch.runner.sandbox.base import (
     DEADLINE,
     LABEL,
-    RUNNER_PID_LABEL,
     Mount,
     PhaseResult,
     PhaseSpec,
@@ -98,6 +96,15 @@ from autoresearch.runner.sandbox.base import (
     ended_phase,
 )
 from autoresearch.runner.sandbox.flavors import resolve_flavor
+from autoresearch.runner.sandbox.leftovers import (
+    end_session,
+    kill_session,
+    orphaned,
+    read_record,
+    session_members,
+    start_time,
+    write_record,
+)
 from autoresearch.runner.sandbox.logs import CappedLog, copy_lines
 from autoresearch.runner.sandbox.monitor import Monitor
 
@@ -297,27 +304,6 @@ def network_cut_works() -> bool:
 # Sessions: the unit that is watched and killed
 
 
-def session_members(sid: int) -> list[int]:
-    """The processes in session sid (the phase's, made by start_new_session): its tree, orphans included."""
-    members = []
-    for pid in psutil.pids():
-        with contextlib.suppress(OSError):
-            if pid != os.getpid() and os.getsid(pid) == sid:
-                members.append(pid)
-    return members
-
-
-def kill_session(sid: int) -> None:
-    """SIGKILL the process group sid and every process left in session sid."""
-    if sid == os.getsid(0):
-        return  # never the runner's own session
-    with contextlib.suppress(OSError):
-        os.killpg(sid, 9)
-    for pid in session_members(sid):
-        with contextlib.suppress(OSError):
-            os.kill(pid, 9)
-
-
 def _exited(pid: int) -> bool:
     """Whether child pid has ended, without reaping it (its pid, and so its session id, stay reserved)."""
     try:
@@ -398,21 +384,6 @@ def remove_tree(path: Path) -> None:
                 if stat.S_ISDIR(os.lstat(os.path.join(folder, name)).st_mode):
                     os.chmod(os.path.join(folder, name), 0o700)
     shutil.rmtree(path, ignore_errors=True)  # fd-based on Linux: links are removed, never followed
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write data to path atomically (a reader sees the old or the new file, never half of one)."""
-    scratch = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    scratch.write_text(json.dumps(data))
-    os.replace(scratch, path)
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -672,7 +643,7 @@ class ProcessSandbox:
         root = Path(tempfile.mkdtemp(prefix=PHASE_PREFIX, dir=self.temp))  # 0700
         record = self._phases() / f"{root.name}.json"
         labels = {LABEL: "1", **spec.labels}
-        write_json(record, {"labels": labels, "root": str(root), "runner_pid": os.getpid()})
+        write_record(record, {"labels": labels, "root": str(root), "runner_pid": os.getpid()})
         try:
             layout = materialise(root, spec.mounts, self._handover_cap)
             for folder in ("task", "tmp", "home"):
@@ -689,7 +660,7 @@ class ProcessSandbox:
         folder = self._handovers()
         name = f"{HANDOVER_PREFIX}{uuid.uuid4().hex[:16]}"
         record = folder / f"{name}.json"
-        write_json(record, {"labels": {LABEL: "1", **labels}, "size_mb": size_mb, "max_files": HANDOVER_MAX_FILES,
+        write_record(record, {"labels": {LABEL: "1", **labels}, "size_mb": size_mb, "max_files": HANDOVER_MAX_FILES,
                             "runner_pid": os.getpid()})
         path = folder / name
         path.mkdir(mode=0o700)
@@ -699,25 +670,18 @@ class ProcessSandbox:
     def remove_orphans(self, labels: dict[str, str], alive: Callable[[int], bool]) -> list[str]:
         """Kill the phases and remove the hand-overs carrying labels whose runner (RUNNER_PID_LABEL) is gone."""
 
-        def orphaned(found: dict) -> bool:
-            own = found.get("labels") or {}
-            if not isinstance(own, dict) or any(own.get(k) != v for k, v in labels.items()):
-                return False
-            pid = str(own.get(RUNNER_PID_LABEL, ""))
-            return not (pid.isdigit() and alive(int(pid)))
-
         removed = []
         for record in sorted(self._phases().glob(f"{PHASE_PREFIX}*.json")):
-            found = read_json(record)
-            if found is None or not orphaned(found):
+            found = read_record(record)
+            if found is None or not orphaned(found, labels, alive):
                 continue
             self._end_orphan_phase(found)
             with contextlib.suppress(FileNotFoundError):
                 record.unlink()
             removed.append(record.stem)
         for record in sorted(self._handovers().glob(f"{HANDOVER_PREFIX}*.json")):
-            found = read_json(record)
-            if found is None or not orphaned(found):
+            found = read_record(record)
+            if found is None or not orphaned(found, labels, alive):
                 continue
             ProcessHandover(record.with_suffix(""), record).release()
             removed.append(record.stem)
@@ -746,7 +710,7 @@ class ProcessSandbox:
 
     def _handover_cap(self, source: Path) -> int:
         """The size cap of a hand-over this provider made (a volume mount's source); ValueError otherwise."""
-        found = read_json(source.with_name(source.name + ".json"))
+        found = read_record(source.with_name(source.name + ".json"))
         if (found is None or not source.name.startswith(HANDOVER_PREFIX) or source.is_symlink()
                 or not source.is_dir()):
             raise ValueError(f"{source} is not a hand-over of the process sandbox (open_handover makes them)")
@@ -780,8 +744,8 @@ class ProcessSandbox:
                 with os.fdopen(report_read, "rb") as report:
                     self._network_cut = report.read(1) == b"1"
                 report_read = None
-            write_json(record, {"labels": labels, "root": str(layout.root), "runner_pid": os.getpid(),
-                                "sid": process.pid, "created": _create_time(process.pid)})
+            write_record(record, {"labels": labels, "root": str(layout.root), "runner_pid": os.getpid(),
+                                "sid": process.pid, "created": start_time(process.pid)})
             return self._follow(spec, layout, process, log, on_line, watch, created, started)
         finally:
             if report_read is not None:
@@ -831,21 +795,7 @@ class ProcessSandbox:
 
     def _end_orphan_phase(self, found: dict) -> None:
         """Kill a recorded phase's session (when it is still that session) and remove its root."""
-        sid = found.get("sid")
-        if isinstance(sid, int) and sid > 1:
-            leader = _create_time(sid)
-            # The session's number stays reserved while any process is in it; a leader with another start
-            # time means the session is gone and the number was given to a new process.
-            if leader is None or leader == found.get("created"):
-                kill_session(sid)
+        end_session(found.get("sid"), found.get("created"))
         root = Path(str(found.get("root", "")))
         if root.name.startswith(PHASE_PREFIX) and root.is_dir() and not root.is_symlink():
             remove_tree(root)
-
-
-def _create_time(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
