@@ -9,27 +9,17 @@ The TUI shows the same checks by running `autoresearch doctor --json` (it never 
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from autoresearch.runner.doctor_report import FAIL, MARKS, OK, SKIP, WARN, Check
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.sources import hub_problem, hub_url
 from autoresearch.runner.settings import Settings
 from autoresearch.runner.workspace import Workspace, cache_dir
 
-OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
-MARKS = {OK: "✓", WARN: "!", FAIL: "✗", SKIP: "–"}
 DISK_FAIL_GB = 2.0  # below this a run cannot even prepare its data or keep its logs
 DISK_WARN_GB = 20.0  # a night of experiments, images and data want this much
 GPU_PROBE_S = 120
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str
-    detail: str
-    fix: str | None = None
 
 
 def run_checks(ws: Workspace, settings: Settings) -> list[Check]:
@@ -38,11 +28,6 @@ def run_checks(ws: Workspace, settings: Settings) -> list[Check]:
     checks += [check_gpu_handover(settings, checks), check_persistence(settings), *check_disks(ws),
                check_web(settings), check_agent(settings), check_store(ws)]
     return checks
-
-
-def report(checks: list[Check]) -> dict:
-    """The JSON of `doctor --json` (what the TUI reads)."""
-    return {"ok": not any(c.status == FAIL for c in checks), "checks": [asdict(c) for c in checks]}
 
 
 def render(checks: list[Check]) -> str:

@@ -33,32 +33,17 @@ from textual.widget import Widget
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
+from autoresearch.runner.doctor_report import FAIL, MARKS, OK, SKIP, WARN, Check
 from autoresearch.runner.record.untrusted import as_data
 
 DOCTOR_ARGV: tuple[str, ...] = (sys.executable, "-m", "autoresearch.runner.cli", "doctor", "--json")
 DOCTOR_TIMEOUT_S = 60.0
 REASON_CHARS = 300  # an unavailable reason (e.g. the last line of a traceback), as shown
 
-# Each status has a mark and a colour, so it reads at a glance in colour and without it.
-MARKS: dict[str, tuple[str, str]] = {
-    "ok": ("✓", "green"),
-    "warn": ("!", "yellow"),
-    "fail": ("✗", "red"),
-    "skip": ("–", "dim"),
-}
+COLOURS = {OK: "green", WARN: "yellow", FAIL: "red", SKIP: "dim"}  # beside the doctor's marks
 UNKNOWN_MARK = ("?", "")  # a status this TUI does not know (a newer doctor): shown, not refused
 NAME_WIDTH = 20  # the name column's widest (a longer name is cut with an ellipsis)
 RUNNING = "checking this machine…"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the doctor's report."""
-
-    name: str
-    status: str  # ok, warn, fail or skip
-    detail: str
-    fix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,12 +135,12 @@ def _kill(process: subprocess.Popen[str]) -> None:
 
 def headline(checks: list[Check]) -> Text:
     """`ready to run` (with its warnings counted), or how many checks failed."""
-    failed = sum(check.status == "fail" for check in checks)
+    failed = sum(check.status == FAIL for check in checks)
     if failed:
         problems = "1 problem" if failed == 1 else f"{failed} problems"
         return Text(f"{problems}: the run cannot start until they are fixed", style="bold red")
     text = Text("ready to run", style="bold green")
-    warned = sum(check.status == "warn" for check in checks)
+    warned = sum(check.status == WARN for check in checks)
     if warned:
         text.append(f" ({warned} warning{'s' if warned > 1 else ''})", style="yellow")
     return text
@@ -174,9 +159,9 @@ def render(result: DoctorResult | None) -> Group | Text:
     table.add_column(no_wrap=True, max_width=NAME_WIDTH, overflow="ellipsis")
     table.add_column(ratio=1, overflow="fold")
     for check in result:
-        mark, style = MARKS.get(check.status, UNKNOWN_MARK)
-        table.add_row(Text(mark, style=style), Text(check.name, style=style if check.status == "fail" else ""),
-                      Text(check.detail, style="dim" if check.status == "skip" else ""))
+        mark, style = (MARKS[check.status], COLOURS[check.status]) if check.status in MARKS else UNKNOWN_MARK
+        table.add_row(Text(mark, style=style), Text(check.name, style=style if check.status == FAIL else ""),
+                      Text(check.detail, style="dim" if check.status == SKIP else ""))
         if check.fix:
             table.add_row("", "", Text(f"fix: {check.fix}", style="dim"))
     return Group(headline(result), table)

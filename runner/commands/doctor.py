@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     import json
 
-    from autoresearch.runner.doctor import render, report, run_checks
+    from autoresearch.runner.doctor import render, run_checks
+    from autoresearch.runner.doctor_report import report
     from autoresearch.runner.settings import Flags, resolve_settings
     from autoresearch.runner.workspace import find_workspace
 
