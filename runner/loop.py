@@ -91,7 +91,6 @@ class Loop:
         require_workspace(ws)
         self.ws, self.options, self.say = ws, options, say
         self.settings = resolve_settings(ws, options.flags())
-        self.config, self.policy, self.caps = self.settings.config, self.settings.policy, self.settings.caps
         self.repo = gitrepo.open_repo(ws.root)
         self.started = time.monotonic()
         self.agent_errors = 0
@@ -100,7 +99,7 @@ class Loop:
         self.rerun: store.Experiment | None = None  # the experiment a dead runner was in the middle of
         self.run_id: int | None = None
         try:
-            self.agent: Agent = make_agent(self.config.agent.name, settings=self.config.agent,
+            self.agent: Agent = make_agent(self.settings.agent.name, settings=self.settings.agent,
                                            log_turn=self._log_turn, seed=options.seed)
         except AgentFatal as exc:
             raise UserError(str(exc)) from None
@@ -158,8 +157,8 @@ class Loop:
         if existing is None:
             base = gitrepo.start_branch(self.repo, self.options.tag)
             run_id = store.create_run(
-                self.conn, tag=self.options.tag, agent=self.config.agent.name,
-                config_toml=(self.ws.root / CONFIG_FILE).read_text(), policy_toml=policy_to_toml(self.policy),
+                self.conn, tag=self.options.tag, agent=self.settings.agent.name,
+                config_toml=(self.ws.root / CONFIG_FILE).read_text(), policy_toml=policy_to_toml(self.settings.policy),
                 pid=os.getpid(), host=socket.gethostname(), time_budget_s=self.settings.time_budget_s,
                 sandbox=self.pre.sandbox.name, source=self.pre.source)
             self.say(f"run {self.options.tag}: new, on branch {gitrepo.branch_name(self.options.tag)} "
@@ -210,14 +209,14 @@ class Loop:
         if self.steering.stop_requested.is_set():
             return RunState.STOPPED, "stopped on request", 0
         count = len([e for e in store.list_experiments(self.conn, self.run_id) if not interrupted(e)])
-        if self.caps.max_experiments is not None and count >= self.caps.max_experiments:
-            return RunState.FINISHED, f"reached {count} experiments (cap {self.caps.max_experiments})", 0
+        if self.settings.caps.max_experiments is not None and count >= self.settings.caps.max_experiments:
+            return RunState.FINISHED, f"reached {count} experiments (cap {self.settings.caps.max_experiments})", 0
         hours = (time.monotonic() - self.started) / 3600
-        if self.caps.max_hours is not None and hours >= self.caps.max_hours:
-            return RunState.FINISHED, f"ran {hours:.2f} h (cap {self.caps.max_hours:g} h)", 0
+        if self.settings.caps.max_hours is not None and hours >= self.settings.caps.max_hours:
+            return RunState.FINISHED, f"ran {hours:.2f} h (cap {self.settings.caps.max_hours:g} h)", 0
         spent = store.spent_usd(self.conn, self.run_id)
-        if self.caps.max_usd is not None and spent >= self.caps.max_usd:
-            return RunState.FINISHED, f"spent ${spent:.2f} (cap ${self.caps.max_usd:.2f})", 0
+        if self.settings.caps.max_usd is not None and spent >= self.settings.caps.max_usd:
+            return RunState.FINISHED, f"spent ${spent:.2f} (cap ${self.settings.caps.max_usd:.2f})", 0
         return None
 
     def _pause(self) -> None:
@@ -289,7 +288,7 @@ class Loop:
         """Check, commit, train, score, decide and record one candidate; None when the engine failed under it."""
         seq = store.next_seq(self.conn, self.run_id)
         candidate = dataclasses.replace(candidate, run_id=self.run_id, seq=seq)
-        blocked = check_candidate(self.recorder, candidate, self.policy)
+        blocked = check_candidate(self.recorder, candidate, self.settings.policy)
         if isinstance(blocked, TrialResult):
             store.link_agent_turns(self.conn, proposal.turn_ids, blocked.experiment_id)
             self._blocked(blocked)
@@ -304,7 +303,7 @@ class Loop:
         self.say(f"#{seq} {as_data(proposal.description, DESCRIPTION_CHARS)} ({sha[:8]}): training")
         self.steering.cancel.clear()
         try:
-            result = execute_candidate(self.ws, self.recorder, candidate, self.policy, self.pre, blocked,
+            result = execute_candidate(self.ws, self.recorder, candidate, self.settings.policy, self.pre, blocked,
                                        cancel=self.steering.cancel, baseline=self._baseline_overhead(),
                                        keep_handover=True)
         except SandboxUnavailable as exc:
@@ -370,7 +369,7 @@ class Loop:
         verdict, _ = score_handover(
             self.pre.sandbox, image=self.pre.image, task_dir=self.ws.task_dir, data=self.pre.data,
             handover=result.handover, work_dir=Path(result.work_dir), split="test", gpu_uuid=self.pre.gpu_uuid,
-            limits=self.policy.limits, labels={**self.pre.labels, RUNNER_PID_LABEL: str(os.getpid())})
+            limits=self.settings.policy.limits, labels={**self.pre.labels, RUNNER_PID_LABEL: str(os.getpid())})
         return verdict.bpb if verdict.status == Status.OK else None
 
     def _baseline_overhead(self) -> Overhead | None:

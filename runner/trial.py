@@ -76,7 +76,6 @@ class Prerequisites:
 
     sandbox: Sandbox
     image: str
-    flavor: str
     data: Path
     labels: dict[str, str]
     gpu_uuid: str | None = None
@@ -128,7 +127,7 @@ def prerequisites(ws: Workspace, settings: Settings, gpu_uuid: str | None = None
     image = sandbox.image(settings.flavor)
     source, why = resolve_source(settings.source)
     data = prepare_data(sandbox, image, ws.task_dir, source)
-    return Prerequisites(sandbox, image, settings.flavor, data, labels, gpu_uuid, source, why)
+    return Prerequisites(sandbox, image, data, labels, gpu_uuid, source, why)
 
 
 def execute_candidate(ws: Workspace, recorder: ExperimentRecorder, candidate: Candidate, policy: Policy,
