@@ -12,21 +12,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from autoresearch.runner.bench.task_bench import PHASES
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.init import init_workspace
 from autoresearch.runner.loop import Loop, RunOptions
 from autoresearch.runner.record import store
 from autoresearch.runner.workspace import find_workspace
 
-PARTS = {
+PARTS = {  # the task bench's phases (one wording of each) between what the loop adds around them
     "propose": "agent proposal",
     "commit": "git commit",
-    "train_container_start": "container start (training)",
-    "first_output": "interpreter and imports, to first line",
-    "training": "training (reported)",
-    "export": "export (reported)",
-    "score_container_start": "container start (scoring)",
-    "scoring": "scoring container, start to exit",
+    **{part: label for part, label in PHASES.items() if part not in ("train_phase", "total")},
     "test_scoring": "held-out test scoring (kept only)",
     "total": "experiment, train to scored",
 }

@@ -61,13 +61,17 @@ class RunStatus:
 # --- experiments: best, baseline, leaderboard ----------------------------------------------------------
 
 
+def kept(experiments: Iterable[store.Experiment]) -> list[store.Experiment]:
+    """The kept experiments with a score, in the run's order."""
+    return [e for e in experiments if e.status == Status.KEEP and e.val_bpb is not None]
+
+
 def best(experiments: Iterable[store.Experiment]) -> store.Experiment | None:
     """The run's best experiment: the kept one with the lowest val_bpb (the earliest of equals), or None.
 
     The loop keeps a candidate only when it beats the best so far, so this is also the last kept one.
     """
-    scored = [e for e in experiments if e.status == Status.KEEP and e.val_bpb is not None]
-    return min(scored, key=lambda e: e.val_bpb, default=None)  # type: ignore[arg-type, return-value]
+    return min(kept(experiments), key=lambda e: e.val_bpb, default=None)  # type: ignore[arg-type, return-value]
 
 
 def baseline(experiments: Iterable[store.Experiment]) -> store.Experiment | None:
@@ -82,11 +86,11 @@ def counts(experiments: Iterable[store.Experiment]) -> dict[str, int]:
 
 def leaderboard_rows(experiments: Iterable[store.Experiment]) -> list[LeaderboardRow]:
     """Kept experiments with a score, best first, each with its gain over the baseline."""
-    kept = [e for e in experiments if e.status == Status.KEEP and e.val_bpb is not None]
-    if not kept:
+    scored = kept(experiments)
+    if not scored:
         return []
-    first = kept[0].val_bpb
-    ranked = sorted(kept, key=lambda e: e.val_bpb)  # type: ignore[arg-type, return-value]
+    first = scored[0].val_bpb
+    ranked = sorted(scored, key=lambda e: e.val_bpb)  # type: ignore[arg-type, return-value]
     return [LeaderboardRow(rank, e.seq, (e.commit_sha or "")[:7], e.val_bpb, first - e.val_bpb,  # type: ignore[operator, arg-type]
                            e.test_bpb, memory_mb(e), e.description)
             for rank, e in enumerate(ranked, start=1)]
