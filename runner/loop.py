@@ -129,7 +129,7 @@ class Loop:
         self.say(f"data: the {self.pre.source} corpus ({self.pre.source_why})")
         if not self.pre.sandbox.isolated:
             self.say(f"WARNING: the {self.pre.sandbox.name} sandbox runs candidates WITHOUT isolation "
-                     "(no container: they can read this machine's files and reach the network)")
+                     f"({self.pre.sandbox.notice()})")
 
     def _steered(self) -> int:
         with Steering(self.ws.store_path, self.run_id) as self.steering:

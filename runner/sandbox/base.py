@@ -148,6 +148,9 @@ class Sandbox(Protocol):
     def remove_orphans(self, labels: dict[str, str], alive: Callable[[int], bool]) -> list[str]:
         """Remove what phases carrying labels left behind when their runner (RUNNER_PID_LABEL) is not alive."""
 
+    def notice(self) -> str:
+        """One line on what confines phases here (every run that used a non-isolating provider shows it)."""
+
     def reachable(self) -> bool:
         """Whether phases can run now (the engine answers)."""
 

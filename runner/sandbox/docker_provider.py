@@ -88,6 +88,9 @@ class DockerSandbox:
         with engine_errors():
             return remove_orphans(self.client, labels, alive)
 
+    def notice(self) -> str:
+        return "docker sandbox: each phase in a fresh hardened container, without network"
+
     def reachable(self) -> bool:
         try:
             connect(timeout=5).close()

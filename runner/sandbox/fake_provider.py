@@ -283,6 +283,10 @@ class FakeSandbox:
     def image(self, flavor: str) -> str:
         return f"fake:{flavor}"
 
+    def notice(self) -> str:
+        return "fake sandbox: scripted phases (tests only)" + ("" if self.isolated else ", playing a provider "
+                                                                "that does not isolate")
+
     def reachable(self) -> bool:
         return time.monotonic() >= self._down_until and not self.defaults().get("engine_down")
 

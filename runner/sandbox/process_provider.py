@@ -56,8 +56,8 @@ What is weaker than Docker, and cannot be helped without privileges:
   interval, and memory shared between forked processes is counted twice); the hand-over's cap is
   polled, not a tmpfs that refuses the write.
 
-`NOTICE` (and `notice()`, with the network's state) is the one line that screens and records show
-whenever this provider was used.
+`notice()` (NOTICE with the network's state) is what the runner's warning says when a run starts on this
+provider; the TUI and the store name the provider (runner/record/views.py: NOT ISOLATED).
 """
 
 import contextlib
