@@ -70,15 +70,21 @@ async def test_the_dashboard_follows_a_real_cpu_run(cpu_image, tmp_path, monkeyp
             await wait_for(pilot, lambda: any(e.status == "running" for e in experiments()), timeout=600,
                            what="the running baseline")
             history = app.dashboard.query_one(HistoryTable)
-            assert "▶ running" in history.render_line(1).text and "baseline" in history.render_line(1).text
+            # The snapshot lands before the table repaints: wait for the drawn line, not the data.
+            await wait_for(pilot, lambda: "▶ running" in history.render_line(1).text, timeout=30,
+                           what="the running row drawn")
+            assert "baseline" in history.render_line(1).text
             await wait_for(pilot, lambda: any(e.status == "keep" for e in experiments()), timeout=600,
                            what="the kept baseline")
-            await pilot.pause(0.5)
-            assert "★ keep" in "".join(history.render_line(y).text for y in (1, 2))
+            await wait_for(pilot, lambda: "★ keep" in "".join(history.render_line(y).text for y in (1, 2)),
+                           timeout=30, what="the kept row drawn")
             await pilot.press("2")
             leaderboard = app.dashboard.query_one(LeaderboardTable)
+            await wait_for(pilot, lambda: leaderboard.rows, timeout=30, what="the leaderboard's rows")
             assert leaderboard.rows[0].description == "baseline" and leaderboard.rows[0].val_bpb > 0
-            assert "best " in "".join(strip.text for strip in app.dashboard.query_one("#summary").render_lines(
-                app.dashboard.query_one("#summary").region.reset_offset))
+            summary = app.dashboard.query_one("#summary")
+            await wait_for(pilot, lambda: "best " in "".join(
+                strip.text for strip in summary.render_lines(summary.region.reset_offset)), timeout=30,
+                what="the best in the summary")
     finally:
         stop(ws, pid)
