@@ -3,6 +3,7 @@ train.py: a small GPT, trained for a fixed wall-clock budget. This is the file t
 
     python train.py            # profile chosen by the device: h100 with CUDA, cpu otherwise
     AUTORESEARCH_PROFILE=cpu python train.py
+    AUTORESEARCH_PROFILE=smoke python train.py   # the h100 code path at cpu sizes, on any device
 
 The model: token embedding, a stack of pre-norm blocks (RMSNorm, attention with rotary position
 embeddings and QK-norm, ReLU^2 MLP), untied output head with a logit soft-cap. Some layers attend to a
@@ -27,19 +28,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 PROFILE = os.environ.get("AUTORESEARCH_PROFILE") or ("h100" if torch.cuda.is_available() else "cpu")
-if PROFILE not in ("h100", "cpu"):
-    sys.exit(f"train.py: unknown profile {PROFILE!r} (choose h100 or cpu)")
+if PROFILE not in ("h100", "cpu", "smoke"):
+    sys.exit(f"train.py: unknown profile {PROFILE!r} (choose h100, cpu or smoke)")
 if PROFILE == "h100" and not torch.cuda.is_available():
     sys.exit("train.py: the h100 profile needs a CUDA GPU and none is visible (use AUTORESEARCH_PROFILE=cpu)")
 H100 = PROFILE == "h100"
+COMPILED = PROFILE != "cpu"  # h100 and smoke: torch.compile, bf16 autocast, fused AdamW
+DEVICE = "cuda" if COMPILED and torch.cuda.is_available() else "cpu"
 
-# Hyperparameters: the h100 value first, the cpu value second.
+# Hyperparameters: the h100 value first, the cpu (and smoke) value second.
 DEPTH = 8 if H100 else 4  # transformer blocks
 MODEL_DIM = 512 if H100 else 128
 HEAD_DIM = 128 if H100 else 32
 WINDOW_PATTERN = "SSSL" if H100 else "SL"  # per layer, repeated: S = sliding window, L = full context
 WINDOW_FRACTION = 0.5  # sliding window as a fraction of the context
-DEVICE_BATCH = 128 if H100 else 16  # sequences per forward pass
+BATCH_TOKENS = 2**18 if H100 else 2**12  # tokens per forward pass, whatever the task's context length
 GRAD_ACCUM = 2 if H100 else 1  # forward passes per optimizer step
 MATRIX_LR = 0.04 if H100 else 0.03  # Muon
 EMBEDDING_LR = 0.6 if H100 else 0.3  # AdamW, token embedding
@@ -133,35 +136,37 @@ def flops_per_token(model: GPT, seq_len: int) -> float:
 def main() -> None:
     t_start = time.time()
     torch.manual_seed(SEED)
-    device = "cuda" if H100 else "cpu"
-    if H100:
+    device = DEVICE
+    if device == "cuda":
         torch.set_float32_matmul_precision("high")
     task = prepare.task_info(prepare.DATA_DIR)
     model = GPT(task.vocab_size, task.seq_len).to(device)
     num_params = sum(p.numel() for p in model.parameters())
-    print(f"profile {PROFILE} | device {device} | params {num_params / 1e6:.2f}M | budget {prepare.TIME_BUDGET:.0f}s")
+    device_batch = max(1, BATCH_TOKENS // task.seq_len)  # sequences per forward pass
+    print(f"profile {PROFILE} | device {device} | params {num_params / 1e6:.2f}M | context {task.seq_len} "
+          f"| batch {device_batch} | budget {prepare.TIME_BUDGET:.0f}s")
 
     matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
     muon = torch.optim.Muon(matrices, lr=MATRIX_LR, momentum=0.95, weight_decay=WEIGHT_DECAY)
     adam = torch.optim.AdamW(
         [{"params": model.embed.parameters(), "lr": EMBEDDING_LR}, {"params": model.head.parameters(), "lr": HEAD_LR}],
-        betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0, fused=H100,
+        betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0, fused=COMPILED,
     )
     optimizers = [muon, adam]
     for opt in optimizers:
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
 
-    step_fn = torch.compile(model) if H100 else model
-    batches = prepare.train_batches(prepare.DATA_DIR, DEVICE_BATCH, task.seq_len, device, SEED, HOLDOUT_TOKENS)
-    tokens_per_step = DEVICE_BATCH * task.seq_len * GRAD_ACCUM
+    step_fn = torch.compile(model) if COMPILED else model
+    batches = prepare.train_batches(prepare.DATA_DIR, device_batch, task.seq_len, device, SEED, HOLDOUT_TOKENS)
+    tokens_per_step = device_batch * task.seq_len * GRAD_ACCUM
     flops = flops_per_token(model, task.seq_len)
-    training_seconds, step = 0.0, 0
+    training_seconds, step, first_step_seconds = 0.0, 0, 0.0
     while training_seconds < prepare.TIME_BUDGET:
         t0 = time.time()
         for _ in range(GRAD_ACCUM):
             x, y = next(batches)
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=H100):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=COMPILED):
                 loss = F.cross_entropy(step_fn(x).flatten(0, 1), y.flatten())
             (loss / GRAD_ACCUM).backward()
         scale = lr_scale(training_seconds / prepare.TIME_BUDGET)
@@ -176,6 +181,8 @@ def main() -> None:
         dt = time.time() - t0
         if step > 0:  # the first step compiles and warms up; it does not count against the budget
             training_seconds += dt
+        else:
+            first_step_seconds = dt
         step += 1
         tok_per_s = tokens_per_step / dt
         mfu = 100 * flops * tok_per_s / H100_BF16_FLOPS if H100 else 0.0
@@ -187,7 +194,7 @@ def main() -> None:
     prepare.HANDOVER_DIR.mkdir(parents=True, exist_ok=True)
     prepare.export_model(model, prepare.HANDOVER_DIR / prepare.MODEL_FILE, task.seq_len)
     export_seconds = time.time() - t_export
-    peak_vram_mb = torch.cuda.max_memory_allocated() / 2**20 if H100 else 0.0
+    peak_vram_mb = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else 0.0
     mean_mfu = 100 * flops * tokens_per_step * (step - 1) / max(training_seconds, 1e-9) / H100_BF16_FLOPS
     print("---")
     print(f"val_bpb:          {estimate:.6f}")
@@ -197,6 +204,7 @@ def main() -> None:
     print(f"mfu_percent:      {mean_mfu if H100 else 0.0:.2f}")
     print(f"total_tokens_M:   {step * tokens_per_step / 1e6:.1f}")
     print(f"num_steps:        {step}")
+    print(f"compile_seconds:  {first_step_seconds if COMPILED else 0.0:.1f}")
     print(f"num_params_M:     {num_params / 1e6:.1f}")
     print(f"depth:            {DEPTH}")
     print(f"export_seconds:   {export_seconds:.1f}")
@@ -220,7 +228,7 @@ def holdout_bpb(model: GPT, seq_len: int, device: str) -> float:
     token_bytes = prepare.token_byte_lengths(prepare.load_tokenizer(prepare.DATA_DIR))
     model.eval()
     bits, nbytes = 0.0, 0
-    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=H100):
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=COMPILED):
         for i in range(0, rows, prepare.EVAL_BATCH):
             rows_i = slice(i, i + prepare.EVAL_BATCH)
             b, n = prepare.bits_per_byte(model(x[rows_i]), y[rows_i], token_bytes)

@@ -19,7 +19,7 @@ def run_train(env: dict[str, str], cwd) -> subprocess.CompletedProcess:
 def test_unknown_profile_is_one_line(tmp_path):
     done = run_train({"AUTORESEARCH_PROFILE": "tpu"}, tmp_path)
     assert done.returncode != 0
-    assert done.stderr.strip() == "train.py: unknown profile 'tpu' (choose h100 or cpu)"
+    assert done.stderr.strip() == "train.py: unknown profile 'tpu' (choose h100, cpu or smoke)"
 
 
 def test_h100_profile_without_gpu_says_so(tmp_path):
@@ -36,9 +36,21 @@ def test_cpu_profile_prints_progress_and_summary_and_hands_over(prepare, offline
     assert points and points[0].step == 1 and points[-1].elapsed >= 4
     summary = parse_summary(done.stdout)
     for key in ("val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
-                "total_tokens_M", "num_steps", "num_params_M", "depth"):
+                "total_tokens_M", "num_steps", "num_params_M", "depth", "compile_seconds"):
         assert key in summary, key
     assert summary["num_steps"] == points[-1].step
     result = prepare.evaluate(tmp_path / "out", offline_data, "val")
     assert result["status"] == "ok" and result["causality_leak"] < 1e-4
     assert os.listdir(tmp_path / "out") == ["model.graph"]
+
+
+def test_smoke_profile_runs_the_compiled_path_on_cpu(prepare, offline_data, tmp_path):
+    """The h100 code path (torch.compile, bf16 autocast, fused AdamW) at cpu sizes, without a GPU."""
+    done = run_train({"AUTORESEARCH_PROFILE": "smoke", "AUTORESEARCH_DATA": str(offline_data),
+                      "AUTORESEARCH_TIME_BUDGET": "2", "AUTORESEARCH_HANDOVER": str(tmp_path / "out")}, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "profile smoke | device cpu" in done.stdout
+    summary = parse_summary(done.stdout)
+    assert summary["compile_seconds"] > 0
+    result = prepare.evaluate(tmp_path / "out", offline_data, "val")
+    assert result["status"] == "ok"
