@@ -3,11 +3,13 @@
 # sandbox provider, in seconds) and the slow one (tests marked docker or slow: the real engine, the image,
 # real training). `make test` runs both; `make test-fast` only the fast one.
 PYTHON ?= python3
+# The experiment image's flavor for `make image`: auto (cuda where nvidia-smi lists a GPU), cpu or cuda.
+FLAVOR ?= auto
 AUTORESEARCH := $(PYTHON) -m autoresearch.runner.cli
 # One install stamp per Python environment, redone when pyproject.toml changes.
 STAMP := build/install-$(shell $(PYTHON) -c 'import sys, zlib; print(zlib.crc32(sys.prefix.encode()))').stamp
 
-.PHONY: install image test test-fast bench bench-tui lint
+.PHONY: install image test test-fast test-cuda-image bench bench-tui lint
 
 install: $(STAMP)
 
@@ -16,13 +18,19 @@ $(STAMP): pyproject.toml
 	@mkdir -p $(@D) && touch $@
 
 image: install
-	$(AUTORESEARCH) image
+	$(AUTORESEARCH) image --flavor $(FLAVOR)
 
 test: install
 	$(PYTHON) -m pytest
 
 test-fast: install
 	$(PYTHON) -m pytest -m "not docker and not slow"
+
+# Optional, not in CI (a 2.8 GB download and a 5.6 GB image): build the CUDA image here, GPU or not, and run the
+# CPU profile end to end in it.
+test-cuda-image: install
+	$(AUTORESEARCH) image --flavor cuda
+	$(PYTHON) -m pytest -m cuda_image
 
 bench: install
 	$(AUTORESEARCH) bench

@@ -185,30 +185,20 @@ def check_gpu_handover(settings: Settings, earlier: list[Check]) -> Check:
 
 
 def _gpu_container(settings: Settings) -> Check:
-    import docker.errors
-    import docker.types
-
     from autoresearch.runner.sandbox.engine import connect
     from autoresearch.runner.sandbox.flavors import image_tag
     from autoresearch.runner.sandbox.gpus import assigned_gpu
+    from autoresearch.runner.sandbox.images import GpuHandoverError, container_gpu_name
 
     uuid = assigned_gpu(settings.gpus, settings.flavor)
     client = connect(timeout=GPU_PROBE_S)
     try:
-        out = client.containers.run(
-            image_tag("cuda"), ["python3", "-c", "import torch; print(torch.cuda.get_device_name(0))"], remove=True,
-            network_mode="none", device_requests=[docker.types.DeviceRequest(device_ids=[uuid],
-                                                                             capabilities=[["gpu"]])])
-    except docker.errors.APIError as exc:
-        return Check("gpu in docker", FAIL, f"Docker cannot hand a container the GPU: {exc.explanation}",
-                     "install the NVIDIA container toolkit (nvidia-ctk runtime configure --runtime=docker) or "
-                     "enable CDI, then restart dockerd")
-    except docker.errors.ContainerError as exc:
-        return Check("gpu in docker", FAIL, f"a container got no usable GPU: {str(exc)[-200:]}",
-                     "check the driver and toolkit versions (nvidia-smi inside a container)")
+        name = container_gpu_name(client, image_tag("cuda"), [uuid] if uuid else None)
+    except GpuHandoverError as exc:
+        return Check("gpu in docker", FAIL, exc.problem, exc.fix)
     finally:
         client.close()
-    return Check("gpu in docker", OK, f"a container sees {out.decode().strip()}")
+    return Check("gpu in docker", OK, f"a container sees {name}")
 
 
 def check_persistence(settings: Settings) -> Check:

@@ -78,6 +78,22 @@ def test_cpu_profile_trains_and_scores_below_uniform_in_containers(docker_sandbo
     assert (task_dir / "prepare.py").read_text().endswith("sys.exit(main())\n")  # the host copy is intact
 
 
+def test_the_compiled_gpu_code_path_runs_in_a_training_container(docker_sandbox, cpu_image, task_data, tmp_path):
+    """torch.compile loads the code it generates from /tmp: a noexec /tmp crashed every h100-profile experiment."""
+    task_dir = default_task_dir()
+    candidate = tmp_path / "train.py"
+    smoke = "import os\nos.environ['AUTORESEARCH_PROFILE'] = 'smoke'\n"
+    candidate.write_text(smoke + (task_dir / "train.py").read_text())
+    lines = []
+    outcome = run_experiment(
+        docker_sandbox, image=cpu_image, task_dir=task_dir, train_py=candidate, data=task_data,
+        work_dir=tmp_path / "exp", limits=cpu_settings(budget_s=3).limits, on_line=lines.append,
+    )
+    assert outcome.status == "ok", (outcome.reason, "\n".join(lines[-20:]))
+    assert any(line.startswith("profile smoke | device cpu") for line in lines)
+    assert outcome.reported["compile_seconds"] > 0
+
+
 @pytest.mark.parametrize(
     ("source", "reason"),
     [("import prepare\nraise RuntimeError('boom at step 0')\n", "RuntimeError: boom at step 0"),

@@ -12,9 +12,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     init.add_argument("dir", type=Path, nargs="?", default=Path("."), metavar="DIR")
     init.set_defaults(func=cmd_init)
 
-    image = sub.add_parser("image", help="build the experiment image (offline, from a local wheelhouse)")
-    image.add_argument("--flavor", choices=FLAVOR_CHOICES, default="auto")
+    image = sub.add_parser("image", help="build and self-test the experiment image (from a local wheelhouse)")
+    # Checked by the builder, not by argparse: a wrong flavor gets one line with the fix, not a usage block.
+    image.add_argument("--flavor", default="auto", metavar="{" + ",".join(FLAVOR_CHOICES) + "}")
     image.add_argument("--force", action="store_true", help="rebuild even when the image is up to date")
+    image.add_argument("--base", metavar="IMAGE",
+                       help="build on this image (e.g. a pulled PyTorch image) instead of the debootstrapped base")
     image.set_defaults(func=cmd_image)
 
     prepare = sub.add_parser("prepare", help="prepare the task's data once, in a container of the image")
@@ -38,7 +41,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_image(args: argparse.Namespace) -> int:
     from autoresearch.runner.sandbox import images
 
-    images.build_image(flavor=args.flavor, force=args.force)
+    images.build_image(flavor=args.flavor, force=args.force, base=args.base)
     return 0
 
 

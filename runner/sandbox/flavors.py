@@ -10,12 +10,17 @@ from autoresearch.runner.errors import UserError
 
 IMAGE_REPO = "autoresearch-experiment"
 FLAVORS = ("cpu", "cuda")
+# The one torch both flavors install (cpu: the +cpu build; cuda: PyPI's CUDA build with its NVIDIA runtime
+# wheels), and the oldest torch the bundled task runs on: torch.optim.Muon arrived in 2.9. A custom base
+# image (`autoresearch image --base`) brings its own torch; the image self-test holds it to the minimum.
+TORCH_VERSION = "2.13.0"
+TASK_MIN_TORCH = "2.9"
 
 
 def image_tag(flavor: str) -> str:
     """The experiment image's tag for a resolved flavor ("cpu" or "cuda")."""
     if flavor not in FLAVORS:
-        raise UserError(f"unknown image flavor {flavor!r}: use cpu or cuda")
+        raise UserError(f"unknown image flavor {flavor!r}: use cpu, cuda or auto (make image FLAVOR=cpu)")
     return f"{IMAGE_REPO}:{flavor}"
 
 
