@@ -5,7 +5,7 @@ import pytest
 from autoresearch.runner.check.policy import load_policy
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.init import init_workspace
-from autoresearch.runner.phases.sources import HUB_URL_ENV, resolve_source
+from autoresearch.runner.phases.sources import HUB_URL_ENV, gpu_corpus_warning, resolve_source
 from autoresearch.runner.sandbox import registry as providers
 from autoresearch.runner.settings import Flags, device_of, resolve_settings, training_deadline_s
 from autoresearch.runner.workspace import find_workspace
@@ -110,3 +110,10 @@ def test_auto_takes_the_web_corpus_when_its_hub_answers_and_the_offline_one_othe
     source, why = resolve_source("auto")  # nothing listens there any more
     assert source == "offline" and why.startswith(f"auto: {url} does not answer")
     assert resolve_source("web") == ("web", "as configured")  # a named source is never second-guessed
+
+
+def test_the_gpu_profile_on_the_offline_corpus_is_warned_about():
+    warning = gpu_corpus_warning("offline", "cuda")
+    assert warning.startswith("WARNING: the GPU profile trains on the offline corpus") and "\n" not in warning
+    assert gpu_corpus_warning("web", "cuda") is None
+    assert gpu_corpus_warning("offline", "cpu") is None

@@ -41,3 +41,12 @@ def resolve_source(source: str) -> tuple[str, str]:
     if problem is None:
         return "web", f"auto: the web corpus's hub answers ({hub_url()})"
     return "offline", f"auto: {problem}, so the bundled offline corpus"
+
+
+def gpu_corpus_warning(source: str, flavor: str) -> str | None:
+    """Why the GPU profile on the offline corpus measures memorising more than learning; None otherwise."""
+    if flavor != "cuda" or source != "offline":
+        return None
+    return ("WARNING: the GPU profile trains on the offline corpus (about 1.8M training tokens); a GPU passes over "
+            "them many times within the budget, so val_bpb rewards memorising: make the web corpus reachable "
+            "(autoresearch doctor says why it is not) for research on a GPU")
