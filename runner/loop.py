@@ -4,6 +4,8 @@ Baseline first, then forever (or to a cap, or to `autoresearch stop`): propose, 
 score, decide, record. The store is written before and after every step, so a runner killed at any
 moment loses nothing that was recorded; the next `autoresearch run` with the same tag resumes: it
 removes the dead runner's containers (by label) and re-runs the experiment it was in the middle of.
+The baseline alone seeds the run's compile cache, which every later experiment starts from, read-only
+and checked against the digest the run records (runner/phases/compile_seed.py).
 
 Caps: `max_experiments` counts the run's experiments in total (so a resumed run stops where it was
 meant to), except those closed as interrupted; `max_hours` counts this invocation's wall time;
@@ -34,12 +36,20 @@ from autoresearch.runner.check.policy import policy_to_toml
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.judge import keep_or_discard, keep_threshold
 from autoresearch.runner.lock import runner_lock
+from autoresearch.runner.phases.compile_seed import CompileCache, Seed, seed_folder
 from autoresearch.runner.phases.experiment import SKIPPED_REASON, score_handover
+from autoresearch.runner.phases.sources import gpu_corpus_warning
 from autoresearch.runner.record import gitrepo, store, views
 from autoresearch.runner.record.recorder import ExperimentRecorder
 from autoresearch.runner.record.status import FAILED, INTERRUPTED, OPEN, RunState, Status, interrupted
 from autoresearch.runner.record.untrusted import DESCRIPTION_CHARS, as_data
-from autoresearch.runner.sandbox.base import EXPERIMENT_LABEL, RUNNER_PID_LABEL, SandboxUnavailable, remove_labelled
+from autoresearch.runner.sandbox.base import (
+    EXPERIMENT_LABEL,
+    RUNNER_PID_LABEL,
+    WORKSPACE_LABEL,
+    SandboxUnavailable,
+    remove_labelled,
+)
 from autoresearch.runner.sandbox.gpus import assigned_gpu
 from autoresearch.runner.settings import Flags, resolve_settings
 from autoresearch.runner.steering import Steering
@@ -98,6 +108,7 @@ class Loop:
         self.engine_losses = 0  # in a row: a candidate that takes the engine down every time must not loop forever
         self.rerun: store.Experiment | None = None  # the experiment a dead runner was in the middle of
         self.run_id: int | None = None
+        self.compile_seed: dict | None = None  # the run's recorded compile seed (runs.compile_seed_json)
         try:
             self.agent: Agent = make_agent(self.settings.agent.name, settings=self.settings.agent,
                                            log_turn=self._log_turn, seed=options.seed)
@@ -127,6 +138,9 @@ class Loop:
         gpu = assigned_gpu(self.settings.gpus, self.settings.flavor)
         self.pre = prerequisites(self.ws, self.settings, gpu)
         self.say(f"data: the {self.pre.source} corpus ({self.pre.source_why})")
+        warning = gpu_corpus_warning(self.pre.source, self.settings.flavor)
+        if warning:
+            self.say(warning)
         if not self.pre.sandbox.isolated:
             self.say(f"WARNING: the {self.pre.sandbox.name} sandbox runs candidates WITHOUT isolation "
                      f"({self.pre.sandbox.notice()})")
@@ -165,6 +179,7 @@ class Loop:
                      f"from {base[:8]}")
             return run_id
         closed = self._close_interrupted(existing.id)
+        self.compile_seed = existing.compile_seed_json
         store.update_run(self.conn, existing.id, state=RunState.RUNNING, pid=os.getpid(), host=socket.gethostname(),
                          ended_at=None, note=None, time_budget_s=self.settings.time_budget_s,
                          sandbox=self.pre.sandbox.name, source=self.pre.source)
@@ -235,7 +250,8 @@ class Loop:
         code = gitrepo.read_file(self.repo, tip)
         description = "baseline" if self.rerun is None else rerun_description(self.rerun)
         self.rerun = None
-        return self._trial(Candidate(code, description, parent_sha=tip), Proposal(code.decode(), description), tip)
+        return self._trial(Candidate(code, description, parent_sha=tip), Proposal(code.decode(), description), tip,
+                           baseline=True)
 
     def _experiment(self, best: store.Experiment) -> None:
         rerun, self.rerun = self.rerun, None
@@ -284,8 +300,10 @@ class Loop:
             last_failure=last_failure, best_val_bpb=best.val_bpb)
 
     def _trial(self, candidate: Candidate, proposal: Proposal, parent: str,
-               propose_s: float = 0.0) -> TrialResult | None:
-        """Check, commit, train, score, decide and record one candidate; None when the engine failed under it."""
+               propose_s: float = 0.0, baseline: bool = False) -> TrialResult | None:
+        """Check, commit, train, score, decide and record one candidate; None when the engine failed under it.
+
+        baseline: the run's starting train.py, the one experiment that may seed the run's compile cache."""
         seq = store.next_seq(self.conn, self.run_id)
         candidate = dataclasses.replace(candidate, run_id=self.run_id, seq=seq)
         blocked = check_candidate(self.recorder, candidate, self.settings.policy)
@@ -303,13 +321,15 @@ class Loop:
         self.say(f"#{seq} {as_data(proposal.description, DESCRIPTION_CHARS)} ({sha[:8]}): training")
         self.steering.cancel.clear()
         try:
+            image_id = self.pre.sandbox.image_id(self.pre.image)
             result = execute_candidate(self.ws, self.recorder, candidate, self.settings.policy, self.pre, blocked,
                                        cancel=self.steering.cancel, baseline=self._baseline_overhead(),
-                                       keep_handover=True)
+                                       keep_handover=True, compile_cache=self._compile_cache(image_id, baseline))
         except SandboxUnavailable as exc:
             self._engine_lost(exc)
             return None
         self.engine_losses = 0
+        self._compile_seeded(result, image_id, baseline)
         store.link_agent_turns(self.conn, proposal.turn_ids, result.experiment_id)
         status = keep_or_discard(result.status, result.val_bpb, self._best(),
                                  keep_threshold(self.conn, self.settings.keep))
@@ -328,6 +348,25 @@ class Loop:
         self.say(f"#{seq} {status}: " + (f"val_bpb {result.val_bpb:.6f}" if result.val_bpb is not None
                                          else result.exit_reason))
         return dataclasses.replace(result, status=status)
+
+    def _compile_cache(self, image_id: str, baseline: bool) -> CompileCache | None:
+        """The run's compile seed for one experiment (runner/phases/compile_seed.py): the recorded seed of the
+        image in use to start from, else the baseline's to fill; None: a later experiment without a seed."""
+        folder = seed_folder(self.pre.labels[WORKSPACE_LABEL], self.run_id, image_id)
+        recorded = self.compile_seed
+        if recorded is not None and recorded.get("image_id") == image_id:
+            return CompileCache(folder, Seed(recorded["digest"], recorded["files"], recorded["bytes"]))
+        return CompileCache(folder) if baseline else None
+
+    def _compile_seeded(self, result: TrialResult, image_id: str, baseline: bool) -> None:
+        """Record the seed the baseline sealed; say what the baseline's compile cache did, or why a seed was
+        refused (the cold notes that say why)."""
+        if result.compile_seed is not None:
+            self.compile_seed = {**dataclasses.asdict(result.compile_seed), "image_id": image_id,
+                                 "experiment_id": result.experiment_id}
+            store.update_run(self.conn, self.run_id, compile_seed_json=self.compile_seed)
+        if baseline or result.compile_cache.startswith("cold: "):
+            self.say(f"compile cache: {result.compile_cache}")
 
     def _engine_lost(self, exc: SandboxUnavailable) -> None:
         """The sandbox's engine failed mid-experiment: close the experiment, wait for the engine, re-run it."""

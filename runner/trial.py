@@ -22,6 +22,7 @@ from autoresearch.runner.check.policy import Policy
 from autoresearch.runner.check.static_rules import check_source
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.judge import decide, run_facts
+from autoresearch.runner.phases.compile_seed import CompileCache, Seed
 from autoresearch.runner.phases.data import prepare_data
 from autoresearch.runner.phases.experiment import run_experiment
 from autoresearch.runner.phases.sources import resolve_source
@@ -55,6 +56,8 @@ class TrialResult:
     handover: Handover | None = field(default=None, repr=False)  # open for scoring the test split (keep_handover)
     sandbox: str | None = None  # the provider it ran in; None: blocked before running
     isolated: bool = True  # False: the provider ran it without isolation (announced wherever it is shown)
+    compile_cache: str = "cold"  # what training's compile cache started from (seeding: the run's baseline)
+    compile_seed: Seed | None = None  # the run's compile seed, when this (the baseline) sealed it
 
 
 @dataclass(frozen=True)
@@ -133,11 +136,13 @@ def prerequisites(ws: Workspace, settings: Settings, gpu_uuid: str | None = None
 def execute_candidate(ws: Workspace, recorder: ExperimentRecorder, candidate: Candidate, policy: Policy,
                       pre: Prerequisites,
                       static: list[Finding], echo: bool = False, cancel: threading.Event | None = None,
-                      baseline: Overhead | None = None, keep_handover: bool = False) -> TrialResult:
+                      baseline: Overhead | None = None, keep_handover: bool = False,
+                      compile_cache: CompileCache | None = None) -> TrialResult:
     """Record, train, score and judge a candidate that passed the static rules.
 
     baseline: what the run's baseline measured (the budget rules' allowances); keep_handover: leave the
-    scored hand-over of an ok result open in TrialResult.handover, for the caller to score and release."""
+    scored hand-over of an ok result open in TrialResult.handover, for the caller to score and release;
+    compile_cache: the run's compile seed to fill or start from (None: a cold compile)."""
     protected = protected_files(ws.task_dir, pre.data)
     before = hash_files(protected)
     exp_id = recorder.started(static, run_id=candidate.run_id, seq=candidate.seq, description=candidate.description,
@@ -154,6 +159,7 @@ def execute_candidate(ws: Workspace, recorder: ExperimentRecorder, candidate: Ca
             work_dir=work_dir, limits=policy.limits, gpu_uuid=pre.gpu_uuid, on_point=live.point,
             on_sample=live.sample,
             on_line=print if echo else None, seed=candidate.seed, cancel=cancel, keep_handover=keep_handover,
+            compile_cache=compile_cache,
             labels={**pre.labels, EXPERIMENT_LABEL: str(exp_id), RUNNER_PID_LABEL: str(os.getpid())},
         )
     finally:  # the sandbox went away, or the runner is interrupted: the caller closes the record
@@ -183,6 +189,8 @@ def execute_candidate(ws: Workspace, recorder: ExperimentRecorder, candidate: Ca
         outcome.handover,
         pre.sandbox.name,
         pre.sandbox.isolated,
+        outcome.compile_cache,
+        outcome.compile_seed,
     )
 
 

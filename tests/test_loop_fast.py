@@ -8,6 +8,7 @@ store's rows, the git branch, refs and notes, and the run row. tests/test_loop.p
 loop on the real engine (the slow tier).
 """
 
+import hashlib
 import json
 import signal
 import time
@@ -19,10 +20,11 @@ import pytest
 from autoresearch.runner import loop as loop_module
 from autoresearch.runner import steering
 from autoresearch.runner.loop import MAX_BLOCKED_IN_A_ROW
+from autoresearch.runner.phases.compile_seed import seed_digest
 from autoresearch.runner.record import gitrepo, store, views
 from autoresearch.runner.record.status import RunState, Status
 from autoresearch.runner.sandbox.base import RUNNER_PID_LABEL
-from tests.fake_workspace import FakeWorkspace, edit, wait_for
+from tests.fake_workspace import BASELINE, FakeWorkspace, edit, wait_for
 
 WARNING = "WARNING: the fake sandbox runs candidates WITHOUT isolation"
 
@@ -365,3 +367,45 @@ def test_the_run_says_and_records_which_corpus_auto_chose(tmp_path, monkeypatch)
     assert fw.run_row().source == "offline"  # the tests' hub is a closed port: auto takes the bundled corpus
     assert any(line.startswith("data: the offline corpus (auto: http://127.0.0.1:9/no-hub does not answer")
                for line in fw.said)
+
+
+# ---- the compile seed (the real providers' side: tests/sandbox/test_compile_seed.py)
+
+
+def seed_folders(fw: FakeWorkspace) -> list[Path]:
+    return sorted((fw.root.parent / "cache" / "compile-seeds").glob("*/*"))
+
+
+def test_only_the_baseline_seeds_the_runs_compile_cache_and_the_run_records_its_digest(tmp_path, monkeypatch):
+    fw = FakeWorkspace.make(tmp_path, monkeypatch, baseline={**BASELINE, "compile_cache": {"kernel.py": "BASELINE"}})
+    fw.replay(edit("plants", bpb=0.9, compile_cache={"planted.py": "PLANTED"}), edit("next", bpb=0.95))
+    assert fw.loop() == 0
+
+    baseline = fw.experiments()[0]
+    seed = fw.run_row().compile_seed_json
+    (folder,) = seed_folders(fw)
+    assert [path.name for path in folder.iterdir()] == ["kernel.py"]  # a later experiment's cache never lands
+    assert (seed["experiment_id"], seed["files"], seed["digest"]) == (baseline.id, 1, seed_digest(folder).digest)
+    assert seed["image_id"] == "fake:cpu:" + hashlib.sha256(b"fake:cpu").hexdigest()[:12]
+    assert [line for line in fw.said if line.startswith("compile cache:")] == [
+        f"compile cache: seeded: 1 files, 0.0 MiB, digest {seed['digest'][:12]}"]
+
+
+def test_a_seed_changed_after_it_was_recorded_is_refused_and_the_experiments_compile_cold(tmp_path, monkeypatch):
+    fw = FakeWorkspace.make(tmp_path, monkeypatch, baseline={**BASELINE, "compile_cache": {"kernel.py": "BASELINE"}})
+    fw.replay(edit("better", bpb=0.9), edit("worse", bpb=0.95))
+    recorded = loop_module.Loop._compile_seeded
+
+    def then_tampered(self, result, image_id, baseline):  # as a process-provider candidate could, on the host
+        recorded(self, result, image_id, baseline)
+        if result.compile_seed is not None:
+            (folder,) = seed_folders(fw)
+            folder.chmod(0o755)
+            (folder / "kernel.py").chmod(0o644)
+            (folder / "kernel.py").write_text("PLANTED")
+
+    monkeypatch.setattr(loop_module.Loop, "_compile_seeded", then_tampered)
+    assert fw.loop() == 0
+    assert fw.statuses() == [("baseline", Status.KEEP), ("better", Status.KEEP), ("worse", Status.DISCARD)]
+    refused = [line for line in fw.said if line.startswith("compile cache: cold: the run's seed was refused")]
+    assert len(refused) == 2 and "(its digest is " in refused[0]

@@ -1,8 +1,9 @@
 """One experiment: train a candidate train.py in one fresh sandbox phase, score it in another.
 
 The training phase sees prepare.py (read-only), its own copy of train.py (the one writable task file),
-the train split and tokenizer (read-only) and an empty hand-over (with the docker provider a size-capped
-tmpfs volume); never the validation or test data. The scoring phase runs prepare.py's evaluation, trusted
+the train split and tokenizer (read-only), an empty hand-over (with the docker provider a size-capped
+tmpfs volume) and, past a run's baseline, the run's compile seed (read-only, runner/phases/compile_seed.py);
+never the validation or test data. The scoring phase runs prepare.py's evaluation, trusted
 code only, on the model that training handed over (read-only), with the scored split mounted. Its one
 writable place is a verdict folder that no other phase sees; the verdict counts only with the nonce this
 runner made for that scoring, a clean exit and a well-formed result. What either phase prints is
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoresearch.runner.check.policy import Limits
+from autoresearch.runner.phases.compile_seed import CACHE_ENV, CompileCache, Seed, phase_cache, seal_phase
 from autoresearch.runner.phases.data import split_files
 from autoresearch.runner.phases.metrics import ProgressPoint, parse_progress, parse_summary
 from autoresearch.runner.record.untrusted import as_data
@@ -43,6 +45,7 @@ SKIPPED_REASON = "skipped by the user"
 # The scorer's side of these lives in task/prepare.py (VERDICT_FILE, NONCE_ENV, exit codes); a test keeps them equal.
 VERDICT_FILE = "verdict.json"
 NONCE_ENV = "AUTORESEARCH_NONCE"
+PROFILE_ENV = "AUTORESEARCH_PROFILE"  # train.py's profile (h100, cpu, smoke); unset: train.py picks by device
 SCORER_VERDICT_EXIT = {"ok": 0, "violation": 3, "error": 3}
 MAX_VERDICT_BYTES = 64 * 1024
 
@@ -98,6 +101,8 @@ class ExperimentOutcome:
     log_tail: str = ""
     log_bytes: int = 0
     log_dropped_bytes: int = 0
+    compile_cache: str = "cold"  # what training's compile cache started from (compile_seed.PhaseCache.note)
+    compile_seed: Seed | None = None  # the seed this experiment sealed (a run's baseline only)
 
 
 def run_experiment(
@@ -118,16 +123,21 @@ def run_experiment(
     seed: int | None = None,
     cancel: threading.Event | None = None,
     keep_handover: bool = False,
+    compile_cache: CompileCache | None = None,
+    profile: str | None = None,
 ) -> ExperimentOutcome:
     """Train train_py for limits.time_budget_s seconds and score the handed-over model on split.
 
-    keep_handover: leave a scored hand-over open in outcome.handover (the caller releases it)."""
+    keep_handover: leave a scored hand-over open in outcome.handover (the caller releases it);
+    compile_cache: the run's compile seed to fill (the baseline) or start from (None: a cold compile);
+    profile: train.py's profile (None: train.py's own choice)."""
     began = time.monotonic()
     work_dir.mkdir(parents=True, exist_ok=True)
     handover = sandbox.open_handover(image, limits.handover_max_mb, labels or {})
     try:
         outcome = _train_and_score(sandbox, image, task_dir, train_py, data, work_dir, split, gpu_uuid,
-                                   limits, on_line, on_point, on_sample, labels, seed, cancel, handover, began)
+                                   limits, on_line, on_point, on_sample, labels, seed, cancel, handover, began,
+                                   compile_cache, profile)
     except BaseException:
         handover.release()
         raise
@@ -140,7 +150,7 @@ def run_experiment(
 
 def _train_and_score(sandbox: Sandbox, image, task_dir, train_py, data, work_dir, split, gpu_uuid, limits: Limits,
                      on_line, on_point, on_sample, labels, seed, cancel, handover: Handover,
-                     began: float) -> ExperimentOutcome:
+                     began: float, compile_cache: CompileCache | None, profile: str | None) -> ExperimentOutcome:
     candidate = work_dir / "train.py"
     shutil.copyfile(train_py, candidate)
     grant_phase_write(candidate)
@@ -163,20 +173,24 @@ def _train_and_score(sandbox: Sandbox, image, task_dir, train_py, data, work_dir
         if on_line is not None:
             on_line(line)
 
+    cache = phase_cache(compile_cache, work_dir, ["python3", "/task/train.py"])
     train_spec = PhaseSpec(
         image=image,
-        command=["python3", "/task/train.py"],
+        command=cache.command,
         mounts=[
             Mount(task_dir / "prepare.py", "/task/prepare.py"),
             Mount(candidate, "/task/train.py", read_only=False),
             *data_mounts(data, "train"),
             handover.mount("/handover", read_only=False),
+            *cache.mounts,
         ],
         environment={
             "AUTORESEARCH_DATA": "/data",
             "AUTORESEARCH_HANDOVER": "/handover",
             "AUTORESEARCH_TIME_BUDGET": str(limits.time_budget_s),
+            **CACHE_ENV,
             **({"AUTORESEARCH_SEED": str(seed)} if seed is not None else {}),
+            **({PROFILE_ENV: profile} if profile is not None else {}),
         },
         labels={**(labels or {}), PHASE_LABEL: "train"},
         deadline_s=training_deadline_s(limits, device_of(gpu_uuid)),
@@ -208,6 +222,7 @@ def _train_and_score(sandbox: Sandbox, image, task_dir, train_py, data, work_dir
         log_bytes=trained.log_bytes, log_dropped_bytes=trained.log_dropped_bytes,
     )
     failure = training_failure(trained)
+    outcome.compile_seed, outcome.compile_cache = seal_phase(cache, compile_cache, clean=failure is None)
     if failure:
         outcome.status, outcome.reason = failure
     else:

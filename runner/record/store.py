@@ -192,8 +192,12 @@ _V5 = """
 ALTER TABLE runs ADD COLUMN source TEXT;  -- the data source the run used (offline, web); NULL: older runs
 """
 
+_V6 = """
+ALTER TABLE runs ADD COLUMN compile_seed_json TEXT;  -- the run's compile seed: digest, files, bytes, image, sealer
+"""
+
 # Applied in order; never edit one that has shipped, append a new one.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -216,6 +220,7 @@ class Run:
     time_budget_s: float | None  # None: a run recorded before the column (views.run_budget_s reads its policy)
     sandbox: str | None  # the sandbox provider's name; None: a run recorded before the column
     source: str | None  # the data source it used (offline, web; what auto chose); None: recorded before the column
+    compile_seed_json: dict | None  # the seed its baseline sealed (runner/phases/compile_seed.py); None: none
 
 
 @dataclass(frozen=True)

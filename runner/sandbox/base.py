@@ -138,6 +138,10 @@ class Sandbox(Protocol):
     def image(self, flavor: str) -> str:
         """The image (or interpreter) phases of flavor run in, checked to be there; UserError if not."""
 
+    def image_id(self, image: str) -> str:
+        """What identifies image's content (another build of it has another id): what a run's compile seed is
+        kept per."""
+
     def run(self, spec: PhaseSpec, log_path: Path, on_line: Callable[[str], None] | None = None,
             watch: Watch | None = None, max_log_bytes: int = 20 * 2**20) -> PhaseResult:
         """Run spec to its end or its deadline, its output streamed to a capped log (and each line to on_line)."""

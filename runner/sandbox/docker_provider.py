@@ -2,8 +2,9 @@
 
 Hardened by default: read-only root filesystem, no network, every capability dropped,
 no-new-privileges, a non-root user, pid, memory and CPU limits, an init process, a size-capped
-tmpfs /tmp, and only the mounts the phase names. Containers are never reused and never
-`auto_remove`d: create, attach the log stream, start, wait (killing at the deadline), collect, remove.
+tmpfs /tmp (nosuid, nodev, but exec: torch.compile loads the kernels it builds there), and only the
+mounts the phase names. Containers are never reused and never `auto_remove`d: create, attach the log
+stream, start, wait (killing at the deadline), collect, remove.
 An engine that fails or goes away is a SandboxUnavailable, whatever docker-py or requests raised.
 """
 
@@ -75,6 +76,10 @@ class DockerSandbox:
     def image(self, flavor: str) -> str:
         return require_image(flavor)
 
+    def image_id(self, image: str) -> str:
+        with engine_errors():
+            return self.client.images.get(image).id
+
     def run(self, spec: PhaseSpec, log_path: Path, on_line: Callable[[str], None] | None = None,
             watch: Watch | None = None, max_log_bytes: int = 20 * 2**20) -> PhaseResult:
         with engine_errors():
@@ -124,7 +129,7 @@ def create_container(client: docker.DockerClient, spec: PhaseSpec):
             user=USER,
             working_dir="/task",
             read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_size}"},
+            tmpfs={"/tmp": f"rw,exec,nosuid,nodev,size={limits.tmpfs_size}"},  # exec: see the docstring
             network_mode="bridge" if spec.network else "none",
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],

@@ -7,8 +7,8 @@ writes the scripted files and exits with the scripted code. So the Watch gets a 
 Monitor measures, kill(reason) and the deadline really end it early (and then nothing more is written),
 and the runner's own code reads real files: the hand-over, verdict.json, the prepared data.
 
-What a train phase does is read from the candidate's source (the file the command runs, e.g. the
-/task/train.py mount), from comment lines
+What a train phase does is read from the candidate's source (the last file the command names, e.g. the
+/task/train.py mount, also behind the compile seed's launcher), from comment lines
 
     # fake-sandbox: {"seconds": 2, "bpb": 0.97, "score": "violation"}
 
@@ -31,6 +31,8 @@ What a train phase does is read from the candidate's source (the file the comman
                           engine dies, and the engine stays down engine_down_s; "once": only the first run
                           of this exact source with this state_dir (a retry then succeeds)
     memory_mb      0      resident memory the phase holds (the Monitor's memory cap really sees it)
+    compile_cache  {}     files (name: text) the phase leaves in its compile cache, which reach the host only
+                          where that cache is a writable mount (the seeding baseline's: compile_seed.CACHE_DIR)
 
 The score phase (prepare.py evaluate) takes these from the hand-over it is given (what training wrote; a
 hand-over without model.graph gives an "error" verdict, like the real scorer), the nonce from
@@ -76,6 +78,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.phases.compile_seed import CACHE_DIR
 from autoresearch.runner.phases.experiment import NONCE_ENV, SCORER_VERDICT_EXIT, VERDICT_FILE
 from autoresearch.runner.sandbox import FAKE_SCRIPT_ENV
 from autoresearch.runner.sandbox.base import (
@@ -94,7 +97,7 @@ DIRECTIVE = re.compile(r"^\s*#\s*fake-sandbox:\s*(\{.*\})\s*$", re.MULTILINE)
 MODEL_FILE = "model.graph"  # task/prepare.py's name for the hand-over's one file
 SCORES = ("ok", "violation", "error", "crash", "engine_lost")
 BUILT_IN = {"seconds": 1.0, "lines": None, "exit_code": 0, "handover": True, "bpb": 1.0, "score": "ok",
-            "score_seconds": 0.1, "oom": False, "engine_lost": False, "memory_mb": 0}
+            "score_seconds": 0.1, "oom": False, "engine_lost": False, "memory_mb": 0, "compile_cache": {}}
 PROVIDER_KEYS = {"engine_down": False, "engine_down_s": 1.0, "isolated": True, "state_dir": None}
 PREPARE_SECONDS = 0.1
 
@@ -283,6 +286,9 @@ class FakeSandbox:
     def image(self, flavor: str) -> str:
         return f"fake:{flavor}"
 
+    def image_id(self, image: str) -> str:
+        return f"{image}:{_sha256(image.encode())[:12]}"
+
     def notice(self) -> str:
         return "fake sandbox: scripted phases (tests only)" + ("" if self.isolated else ", playing a provider "
                                                                 "that does not isolate")
@@ -404,7 +410,7 @@ class FakeSandbox:
 
     def _plan(self, spec: PhaseSpec) -> Plan:
         command = spec.command
-        script = next((arg for arg in command[1:] if arg.endswith(".py")), None)
+        script = next((arg for arg in reversed(command[1:]) if arg.endswith(".py")), None)
         if script is not None and PurePosixPath(script).name == "prepare.py" and "evaluate" in command:
             return self._score_plan(spec)
         if spec.phase == "prepare" or (script is not None and PurePosixPath(script).name == "prepare.py"
@@ -423,6 +429,9 @@ class FakeSandbox:
         if scripted["handover"] and handover is not None:
             model = {"fake_model": True, **{k: scripted[k] for k in ("bpb", "score", "score_seconds")}}
             files.append((handover / MODEL_FILE, json.dumps(model).encode()))
+        cache = writable(spec.mounts, CACHE_DIR)
+        if cache is not None:
+            files += [(cache / name, str(text).encode()) for name, text in scripted["compile_cache"].items()]
         lost_at = None
         digest = _sha256(source.encode())
         lost_once = self.state_dir / "lost" / digest  # on disk: the loop reopens the provider after a loss

@@ -95,6 +95,7 @@ from autoresearch.runner.sandbox.base import (
     Watch,
     ended_phase,
 )
+from autoresearch.runner.sandbox.files import copy_file, remove_tree
 from autoresearch.runner.sandbox.flavors import resolve_flavor
 from autoresearch.runner.sandbox.leftovers import (
     end_session,
@@ -313,7 +314,7 @@ def _exited(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Files: copies that never follow links, sizes that never follow links, removal that never follows links
+# Files: copies and sizes that never follow links (runner/sandbox/files.py: one file, removal)
 
 
 def copy_entry(source: Path, dest: Path, budget: list[int]) -> int:
@@ -335,20 +336,6 @@ def copy_entry(source: Path, dest: Path, budget: list[int]) -> int:
     return copy_file(source, dest)
 
 
-def copy_file(source: Path, dest: Path, mode: int = 0o444) -> int:
-    """Copy the regular file source (never through a link) to a new dest; returns its size."""
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as src:
-        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
-            raise ValueError(f"{source} is not a regular file")
-        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(out, "wb") as dst:
-            shutil.copyfileobj(src, dst, 2**20)
-            size = dst.tell()
-    os.chmod(dest, mode)
-    return size
-
-
 def tree_size(path: Path, max_entries: int | None = None) -> tuple[int, int]:
     """(bytes, entries) under path, never following links; counting stops past max_entries."""
     total, entries = 0, 0
@@ -368,22 +355,6 @@ def tree_size(path: Path, max_entries: int | None = None) -> tuple[int, int]:
         except OSError:
             continue
     return total, entries
-
-
-def remove_tree(path: Path) -> None:
-    """Remove path and everything in it, never following a link out of it (links are unlinked)."""
-    if not path.exists() and not path.is_symlink():
-        return
-    if path.is_symlink() or not path.is_dir():
-        path.unlink()
-        return
-    os.chmod(path, 0o700)
-    for folder, names, _ in os.walk(path):  # make every real folder removable (a phase may have chmod'ed one)
-        for name in names:  # before os.walk lists them (top-down); links to folders are listed, never entered
-            with contextlib.suppress(OSError):
-                if stat.S_ISDIR(os.lstat(os.path.join(folder, name)).st_mode):
-                    os.chmod(os.path.join(folder, name), 0o700)
-    shutil.rmtree(path, ignore_errors=True)  # fd-based on Linux: links are removed, never followed
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -632,6 +603,14 @@ class ProcessSandbox:
                             f"install a CUDA build of torch there (see pytorch.org), check nvidia-smi, or use "
                             f"--flavor cpu")
         return IMAGE_PREFIX + self.interpreter
+
+    def image_id(self, image: str) -> str:
+        """The interpreter's real path and the versions of the task's modules it imports."""
+        interpreter = image.removeprefix(IMAGE_PREFIX)
+        found = next((probe for (used, _), probe in self._probed.items() if used == interpreter), None)
+        if found is None:
+            found = self._probed[(interpreter, "cpu")] = probe_interpreter(interpreter, "cpu")
+        return json.dumps([os.path.realpath(interpreter), found.get("versions", {})], sort_keys=True)
 
     def run(self, spec: PhaseSpec, log_path: Path, on_line: Callable[[str], None] | None = None,
             watch: Watch | None = None, max_log_bytes: int = 20 * 2**20) -> PhaseResult:

@@ -83,6 +83,11 @@ def test_opened_provider_answers(sandbox):
     assert sandbox.name in ("docker", "process", "fake")
 
 
+def test_image_id_names_the_image_the_same_way_every_time(sandbox):
+    image = sandbox.image("cpu")
+    assert sandbox.image_id(image) == sandbox.image_id(image) and sandbox.image_id(image)
+
+
 def test_exit_code_and_output_reach_on_line_and_the_log(sandbox, tmp_path, labels):
     spec = train_phase(sandbox, tmp_path, 'print("hello", flush=True)\nprint("world")\nraise SystemExit(3)\n',
                        {"seconds": 0.2, "lines": ["hello", "world"], "exit_code": 3}, labels)
