@@ -42,3 +42,7 @@ bench-tui: install
 lint: install
 	ruff check .
 	lint-imports
+
+.PHONY: gpu-check
+gpu-check: install  # on a GPU box: the GPU profile for the full budget, cold then warm (SANDBOX=process without Docker)
+	$(AUTORESEARCH) bench --gpu -o build/gpu-check.json $(if $(SANDBOX),--sandbox $(SANDBOX))
