@@ -21,6 +21,16 @@ TRACE = Path(__file__).parent / "data" / "nvml_trace.json"
 MIB = 2**20
 
 
+def driver_present() -> bool:
+    """Whether a real NVIDIA driver answers here (then the fake steps aside)."""
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
 @dataclass
 class FakeGpu:
     uuid: str

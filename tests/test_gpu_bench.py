@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import pynvml
 import pytest
 
 from autoresearch.runner.bench.gpu_bench import ANCHOR, PROFILE, gpu_report, measure, render, require_writable
@@ -19,17 +18,9 @@ from autoresearch.runner.phases.experiment import PROFILE_ENV, run_experiment
 from autoresearch.runner.sandbox.fake_provider import FakeSandbox
 from autoresearch.runner.sandbox.monitor import Usage
 from autoresearch.runner.task_files import default_task_dir
+from tests.fake_nvml import driver_present
 
 GPU = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_gib": 79.6, "driver": "550.54.15", "persistence": True}
-
-
-def driver_present() -> bool:
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return False
-    pynvml.nvmlShutdown()
-    return True
 
 
 @pytest.mark.skipif(driver_present(), reason="an NVIDIA driver is present: bench --gpu would run")

@@ -3,7 +3,6 @@ stays as it was, and an image without what the task needs never gets the flavor'
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from autoresearch.runner.check.integrity import sha256_of
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.sandbox import flavors, images
 
@@ -70,16 +70,24 @@ def test_cuda_where_no_torch_wheel_fits_says_so_and_keeps_the_image(docker_clien
 
 @pytest.mark.docker
 def test_a_corrupt_wheelhouse_is_noticed_before_the_build(docker_client, cpu_image, tmp_path, monkeypatch, capsys):
-    shutil.copytree(images._wheelhouse_dir("cpu"), tmp_path / "wheelhouse" / "cpu")
+    probe = images._probe_base(docker_client, images.BASE_IMAGE)
+    requirement = [images.TORCH_REQUIREMENTS["cpu"]]
+    wheelhouse = tmp_path / "wheelhouse" / "cpu"  # as a download left it: wheels, their sums, its key
+    wheelhouse.mkdir(parents=True)
+    for name in ("idna-3.20-py3-none-any.whl", "numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl"):
+        (wheelhouse / name).write_bytes(name.encode() * 1000)
+    (wheelhouse / images.SUMS_FILE).write_text(
+        "".join(f"{sha256_of(wheel)}  {wheel.name}\n" for wheel in sorted(wheelhouse.glob("*.whl"))))
+    (wheelhouse / images.STAMP_FILE).write_text(images._wheelhouse_key(requirement, probe))
     monkeypatch.setenv(images.WHEELHOUSE_ENV, str(tmp_path / "wheelhouse"))
-    wheel = next((tmp_path / "wheelhouse" / "cpu").glob("idna-*.whl"))
+    assert images._fill_wheelhouse("cpu", requirement, probe) == sorted(wheelhouse.glob("*.whl"))  # intact: kept
+    wheel = wheelhouse / "idna-3.20-py3-none-any.whl"
     wheel.write_bytes(wheel.read_bytes()[:1000])  # truncated, as by a full disk or an interrupted copy
     local_pip(monkeypatch, "http://127.0.0.1:9/simple")  # no index reachable: the wheel cannot come back
-    probe = images._probe_base(docker_client, images.BASE_IMAGE)
     before = image_id(docker_client, cpu_image)
     with pytest.raises(UserError, match=r"the package index is not reachable from here .*the previous image is "
                                         r"unchanged"):
-        images._fill_wheelhouse("cpu", [images.TORCH_REQUIREMENTS["cpu"]], probe)
+        images._fill_wheelhouse("cpu", requirement, probe)
     assert f"{wheel.name} not as downloaded" in capsys.readouterr().out
     assert image_id(docker_client, cpu_image) == before
 

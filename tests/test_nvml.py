@@ -14,17 +14,7 @@ import pytest
 
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.sandbox import gpus, monitor
-from tests.fake_nvml import FakeNvml
-
-
-def driver_present() -> bool:
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return False
-    pynvml.nvmlShutdown()
-    return True
-
+from tests.fake_nvml import FakeNvml, driver_present
 
 REAL_DRIVER = driver_present()
 needs_fake = pytest.mark.skipif(REAL_DRIVER, reason="an NVIDIA driver is present: the fake NVML is only for "

@@ -39,6 +39,7 @@ import docker
 import docker.errors
 import docker.types
 
+from autoresearch.runner.check.integrity import sha256_of
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.sandbox.engine import connect
 from autoresearch.runner.sandbox.flavors import (
@@ -81,7 +82,8 @@ ROOTFS_HOST_FILES = ("etc/resolv.conf", "etc/hostname")
 BUILD_TIMEOUT_S = 3600
 SELFTEST_TIMEOUT_S = 1200
 WHEELHOUSE_ENV = "AUTORESEARCH_WHEELHOUSE"  # a wheelhouse folder of one's own (one per flavor below it)
-SUMS_FILE = "SHA256SUMS"
+SUMS_FILE = "SHA256SUMS"  # each wheel's sha256 as downloaded
+STAMP_FILE = ".inputs"  # the wheelhouse's key (_wheelhouse_key): what it was downloaded for
 # What pip prints when it cannot reach an index (urllib3's and pip's words), as opposed to an index that answers.
 UNREACHABLE_SIGNS = ("Failed to establish a new connection", "Max retries exceeded", "Could not fetch URL",
                      "ProxyError", "ConnectTimeoutError", "Temporary failure in name resolution")
@@ -372,9 +374,8 @@ def _wheelhouse_dir(flavor: str) -> Path:
 def _fill_wheelhouse(flavor: str, torch_requirement: list[str], probe: dict[str, str]) -> list[Path]:
     """The flavor's wheels for the base, downloaded unless the wheelhouse holds them intact."""
     wheelhouse = _wheelhouse_dir(flavor)
-    inputs = [_resource("requirements.txt").decode(), *torch_requirement, probe["python"], *_platforms(probe)]
-    key = hashlib.sha256("\n".join(inputs).encode()).hexdigest()
-    stamp = wheelhouse / ".inputs"
+    key = _wheelhouse_key(torch_requirement, probe)
+    stamp = wheelhouse / STAMP_FILE
     if stamp.is_file() and stamp.read_text() == key:
         damaged = _damaged_wheels(wheelhouse)
         if not damaged:
@@ -388,12 +389,18 @@ def _fill_wheelhouse(flavor: str, torch_requirement: list[str], probe: dict[str,
           flush=True)
     _download_wheels(wheelhouse, flavor, torch_requirement, probe)
     wheels = sorted(wheelhouse.glob("*.whl"))
-    (wheelhouse / SUMS_FILE).write_text("".join(f"{_sha256(w)}  {w.name}\n" for w in wheels))
+    (wheelhouse / SUMS_FILE).write_text("".join(f"{sha256_of(w)}  {w.name}\n" for w in wheels))
     stamp.write_text(key)
     size_mb = sum(wheel.stat().st_size for wheel in wheels) / 1e6
     elapsed = time.monotonic() - started
     print(f"wheelhouse: {len(wheels)} wheels, {size_mb:.0f} MB, in {elapsed:.0f} s", flush=True)
     return wheels
+
+
+def _wheelhouse_key(torch_requirement: list[str], probe: dict[str, str]) -> str:
+    """sha256 over what the wheelhouse is downloaded for: requirements, torch, the base's Python and platforms."""
+    inputs = [_resource("requirements.txt").decode(), *torch_requirement, probe["python"], *_platforms(probe)]
+    return hashlib.sha256("\n".join(inputs).encode()).hexdigest()
 
 
 def _damaged_wheels(wheelhouse: Path) -> list[str]:
@@ -404,16 +411,8 @@ def _damaged_wheels(wheelhouse: Path) -> list[str]:
     recorded = dict(reversed(line.split("  ", 1)) for line in sums.read_text().splitlines() if "  " in line)
     present = {wheel.name for wheel in wheelhouse.glob("*.whl")}
     damaged = sorted(present ^ set(recorded))
-    damaged += sorted(name for name in present & set(recorded) if _sha256(wheelhouse / name) != recorded[name])
+    damaged += sorted(name for name in present & set(recorded) if sha256_of(wheelhouse / name) != recorded[name])
     return damaged
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _download_wheels(wheelhouse: Path, flavor: str, torch_requirement: list[str], probe: dict[str, str]) -> None:
