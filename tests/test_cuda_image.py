@@ -27,7 +27,7 @@ def cuda_image(docker_client: docker.DockerClient) -> str:
     try:
         docker_client.images.get(tag)
     except docker.errors.ImageNotFound:
-        pytest.skip(f"{tag} is not built (a 2.8 GB download, a 5.6 GB image): `make test-cuda-image` builds it "
+        pytest.skip(reason=f"{tag} is not built (a 2.8 GB download, a 5.6 GB image): `make test-cuda-image` builds it "
                     "and runs this test")
     return tag
 

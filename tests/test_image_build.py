@@ -120,7 +120,7 @@ def test_a_build_that_fills_the_disk_says_so(docker_client):
 @pytest.mark.docker
 def test_a_gpu_docker_cannot_hand_over_names_the_toolkit(docker_client, cpu_image):
     if flavors.detect_flavor() == "cuda":
-        pytest.skip("this machine has a GPU: the refusal is what a box without the container toolkit sees")
+        pytest.skip(reason="this machine has a GPU: the refusal is what a box without the container toolkit sees")
     with pytest.raises(images.GpuHandoverError) as refused:
         images.container_gpu_name(docker_client, cpu_image)
     assert refused.value.problem.startswith("Docker cannot hand a container the GPU")
