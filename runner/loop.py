@@ -38,7 +38,7 @@ from autoresearch.runner.judge import keep_or_discard, keep_threshold
 from autoresearch.runner.lock import runner_lock
 from autoresearch.runner.phases.compile_seed import CompileCache, Seed, seed_folder
 from autoresearch.runner.phases.experiment import SKIPPED_REASON, score_handover
-from autoresearch.runner.phases.sources import gpu_corpus_warning
+from autoresearch.runner.phases.sources import source_lines
 from autoresearch.runner.record import gitrepo, store, views
 from autoresearch.runner.record.recorder import ExperimentRecorder
 from autoresearch.runner.record.status import FAILED, INTERRUPTED, OPEN, RunState, Status, interrupted
@@ -137,10 +137,8 @@ class Loop:
             raise UserError(f"the {self.agent.name} agent cannot start: {exc}") from None
         gpu = assigned_gpu(self.settings.gpus, self.settings.flavor)
         self.pre = prerequisites(self.ws, self.settings, gpu)
-        self.say(f"data: the {self.pre.source} corpus ({self.pre.source_why})")
-        warning = gpu_corpus_warning(self.pre.source, self.settings.flavor)
-        if warning:
-            self.say(warning)
+        for line in source_lines(self.pre.source, self.pre.source_why, self.settings.flavor):
+            self.say(line)
         if not self.pre.sandbox.isolated:
             self.say(f"WARNING: the {self.pre.sandbox.name} sandbox runs candidates WITHOUT isolation "
                      f"({self.pre.sandbox.notice()})")

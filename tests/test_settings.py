@@ -5,7 +5,7 @@ import pytest
 from autoresearch.runner.check.policy import load_policy
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.init import init_workspace
-from autoresearch.runner.phases.sources import HUB_URL_ENV, gpu_corpus_warning, resolve_source
+from autoresearch.runner.phases.sources import HUB_URL_ENV, gpu_corpus_warning, resolve_source, source_lines
 from autoresearch.runner.sandbox import registry as providers
 from autoresearch.runner.settings import Flags, device_of, resolve_settings, training_deadline_s
 from autoresearch.runner.workspace import find_workspace
@@ -117,3 +117,5 @@ def test_the_gpu_profile_on_the_offline_corpus_is_warned_about():
     assert warning.startswith("WARNING: the GPU profile trains on the offline corpus") and "\n" not in warning
     assert gpu_corpus_warning("web", "cuda") is None
     assert gpu_corpus_warning("offline", "cpu") is None
+    assert source_lines("offline", "as configured", "cuda") == ["data: the offline corpus (as configured)", warning]
+    assert source_lines("offline", "as configured", "cpu") == ["data: the offline corpus (as configured)"]

@@ -25,7 +25,7 @@ from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.compile_seed import CompileCache
 from autoresearch.runner.phases.data import prepare_data
 from autoresearch.runner.phases.experiment import ExperimentOutcome, run_experiment
-from autoresearch.runner.phases.sources import gpu_corpus_warning, resolve_source
+from autoresearch.runner.phases.sources import resolve_source, source_lines
 from autoresearch.runner.sandbox.base import Sandbox
 from autoresearch.runner.sandbox.files import remove_tree
 from autoresearch.runner.sandbox.gpus import assigned_gpu
@@ -69,10 +69,8 @@ def run_gpu_bench(output: Path, budget_s: float | None = None, sandbox: str | No
     try:
         image = box.image("cuda")
         source, why = resolve_source(settings.source)
-        _say(f"data: the {source} corpus ({why})")
-        warning = gpu_corpus_warning(source, "cuda")
-        if warning:
-            _say(warning)
+        for line in source_lines(source, why, "cuda"):
+            _say(line)
         data = prepare_data(box, image, default_task_dir(), source)
         work_dir = cache_dir() / "gpu-bench" / time.strftime("%Y%m%d-%H%M%S")
         outcomes = measure(box, image, data, settings.limits, gpu_uuid, work_dir, say=_say)

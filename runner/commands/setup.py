@@ -49,7 +49,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     import sys
 
     from autoresearch.runner.phases.data import prepare_data
-    from autoresearch.runner.phases.sources import gpu_corpus_warning, resolve_source
+    from autoresearch.runner.phases.sources import resolve_source, source_lines
     from autoresearch.runner.sandbox.registry import open_sandbox
     from autoresearch.runner.settings import Flags, resolve_settings
     from autoresearch.runner.workspace import find_workspace
@@ -59,10 +59,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     sandbox = open_sandbox(settings.sandbox, settings.sandbox_insisted)
     try:
         source, why = resolve_source(args.source or settings.source)
-        print(f"data: the {source} corpus ({why})", file=sys.stderr)
-        warning = gpu_corpus_warning(source, settings.flavor)
-        if warning:
-            print(warning, file=sys.stderr)
+        print("\n".join(source_lines(source, why, settings.flavor)), file=sys.stderr)
         print(prepare_data(sandbox, sandbox.image(settings.flavor), ws.task_dir, source))
     finally:
         sandbox.close()

@@ -50,3 +50,9 @@ def gpu_corpus_warning(source: str, flavor: str) -> str | None:
     return ("WARNING: the GPU profile trains on the offline corpus (about 1.8M training tokens); a GPU passes over "
             "them many times within the budget, so val_bpb rewards memorising: make the web corpus reachable "
             "(autoresearch doctor says why it is not) for research on a GPU")
+
+
+def source_lines(source: str, why: str, flavor: str) -> list[str]:
+    """What a command says of its data: the corpus and why it was chosen, then the GPU warning where it applies."""
+    warning = gpu_corpus_warning(source, flavor)
+    return [f"data: the {source} corpus ({why})", *([warning] if warning else [])]
