@@ -15,7 +15,7 @@ from autoresearch.runner.doctor_report import FAIL, MARKS, OK, SKIP, WARN, Check
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.sources import hub_problem, hub_url
 from autoresearch.runner.settings import Settings
-from autoresearch.runner.workspace import Workspace, cache_dir
+from autoresearch.runner.workspace import Workspace, cache_dir, nearest_existing
 
 DISK_FAIL_GB = 2.0  # below this a run cannot even prepare its data or keep its logs
 DISK_WARN_GB = 20.0  # a night of experiments, images and data want this much
@@ -229,7 +229,7 @@ def check_disks(ws: Workspace) -> list[Check]:
         places["docker images"] = docker_root
     seen, checks = set(), []
     for name, path in places.items():
-        existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+        existing = nearest_existing(path)
         device = os.stat(existing).st_dev
         if device in seen:
             continue
@@ -250,13 +250,13 @@ def disk_check(name: str, path: Path) -> Check:
 
 def _docker_root() -> Path | None:
     try:
-        from autoresearch.runner.sandbox.engine import connect
+        from autoresearch.runner.sandbox.engine import connect, docker_root
 
         client = connect(timeout=5)
     except UserError:
         return None
     try:
-        return Path(client.info().get("DockerRootDir", "/var/lib/docker"))
+        return docker_root(client)
     finally:
         client.close()
 

@@ -40,6 +40,11 @@ class Workspace:
         return self.state_dir / "experiments"
 
 
+def nearest_existing(path: Path) -> Path:
+    """path, or its closest parent that exists: where a folder yet to be made takes its space from."""
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
 def find_workspace(start: Path | None = None) -> Workspace:
     """The workspace containing start (default: the current folder), else the scratch workspace."""
     here = (start or Path.cwd()).resolve()

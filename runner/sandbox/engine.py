@@ -1,5 +1,7 @@
 """Connecting to the Docker engine, with one clear line when it is not there."""
 
+from pathlib import Path
+
 import docker
 import docker.errors
 
@@ -17,6 +19,11 @@ def connect(timeout: int = 10) -> docker.DockerClient:
             f"docker said: {str(exc).splitlines()[0][:160]}"
         ) from None
     return client
+
+
+def docker_root(client: docker.DockerClient) -> Path:
+    """Where the engine keeps its images and containers (its data root)."""
+    return Path(client.info().get("DockerRootDir", "/var/lib/docker"))
 
 
 def engine_reachable() -> bool:

@@ -41,7 +41,7 @@ import docker.types
 
 from autoresearch.runner.check.integrity import sha256_of
 from autoresearch.runner.errors import UserError
-from autoresearch.runner.sandbox.engine import connect
+from autoresearch.runner.sandbox.engine import connect, docker_root
 from autoresearch.runner.sandbox.flavors import (
     TASK_MIN_TORCH,
     TORCH_VERSION,
@@ -50,6 +50,7 @@ from autoresearch.runner.sandbox.flavors import (
     resolve_flavor,
 )
 from autoresearch.runner.task_files import default_task_dir
+from autoresearch.runner.workspace import nearest_existing
 
 INPUTS_LABEL = "autoresearch.inputs"
 BUILT_LABEL = "autoresearch.image=1"  # set by the Dockerfile on both stages, so leftovers can be pruned
@@ -206,11 +207,11 @@ def _require_disk(client: docker.DockerClient, flavor: str) -> None:
     """Refuse to start a build that the disk cannot hold, before anything is downloaded or built."""
     wheelhouse_gb, build_gb = DISK_NEEDED_GB[flavor]
     places = [("the wheelhouse", _wheelhouse_dir(flavor), wheelhouse_gb)]
-    root = Path(client.info().get("DockerRootDir", "/var/lib/docker"))
+    root = docker_root(client)
     if root.exists():  # a local engine: its data root is on this machine's disk
         places.append(("Docker's images", root, build_gb))
     for what, path, needed_gb in places:
-        existing = next(p for p in (path, *path.parents) if p.exists())
+        existing = nearest_existing(path)
         free_gb = shutil.disk_usage(existing).free / 1e9
         if free_gb < needed_gb:
             raise UserError(
