@@ -2,11 +2,12 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from autoresearch.runner.phases.data import prepare_data
-from autoresearch.runner.phases.experiment import run_experiment
+from autoresearch.runner.phases.experiment import ExperimentOutcome, run_experiment
 from autoresearch.runner.task_files import default_task_dir
 from tests.conftest import cpu_settings
 
@@ -51,15 +52,22 @@ def test_data_is_prepared_in_a_container(task_data):
     assert (task_data / "train_000.bin").stat().st_size > 1_000_000
 
 
+def train_in_container(sandbox, image: str, data: Path, tmp_path: Path, source: str,
+                       budget_s: float) -> tuple[ExperimentOutcome, list[str]]:
+    """source as train.py, trained for budget_s seconds and scored in containers; the outcome and what it printed."""
+    candidate = tmp_path / "train.py"
+    candidate.write_text(source)
+    lines = []
+    outcome = run_experiment(sandbox, image=image, task_dir=default_task_dir(), train_py=candidate, data=data,
+                             work_dir=tmp_path / "exp", limits=cpu_settings(budget_s=budget_s).limits,
+                             on_line=lines.append)
+    return outcome, lines
+
+
 def test_cpu_profile_trains_and_scores_below_uniform_in_containers(docker_sandbox, cpu_image, task_data, tmp_path):
     task_dir = default_task_dir()
-    candidate = tmp_path / "candidate.py"
-    candidate.write_text(PROBE + (task_dir / "train.py").read_text())
-    lines = []
-    outcome = run_experiment(
-        docker_sandbox, image=cpu_image, task_dir=task_dir, train_py=candidate, data=task_data,
-        work_dir=tmp_path / "exp", limits=cpu_settings(budget_s=15).limits, on_line=lines.append,
-    )
+    outcome, lines = train_in_container(docker_sandbox, cpu_image, task_data, tmp_path,
+                                        PROBE + (task_dir / "train.py").read_text(), budget_s=15)
     assert outcome.status == "ok", (outcome.reason, "\n".join(lines[-20:]))
     probes = dict(line.removeprefix("probe ").split("=", 1) for line in lines if line.startswith("probe "))
     assert probes["network"] != "allowed" and probes["dns"] != "allowed"
@@ -80,15 +88,9 @@ def test_cpu_profile_trains_and_scores_below_uniform_in_containers(docker_sandbo
 
 def test_the_compiled_gpu_code_path_runs_in_a_training_container(docker_sandbox, cpu_image, task_data, tmp_path):
     """torch.compile loads the code it generates from /tmp: a noexec /tmp crashed every h100-profile experiment."""
-    task_dir = default_task_dir()
-    candidate = tmp_path / "train.py"
     smoke = "import os\nos.environ['AUTORESEARCH_PROFILE'] = 'smoke'\n"
-    candidate.write_text(smoke + (task_dir / "train.py").read_text())
-    lines = []
-    outcome = run_experiment(
-        docker_sandbox, image=cpu_image, task_dir=task_dir, train_py=candidate, data=task_data,
-        work_dir=tmp_path / "exp", limits=cpu_settings(budget_s=3).limits, on_line=lines.append,
-    )
+    outcome, lines = train_in_container(docker_sandbox, cpu_image, task_data, tmp_path,
+                                        smoke + (default_task_dir() / "train.py").read_text(), budget_s=3)
     assert outcome.status == "ok", (outcome.reason, "\n".join(lines[-20:]))
     assert any(line.startswith("profile smoke | device cpu") for line in lines)
     assert outcome.reported["compile_seconds"] > 0
@@ -102,12 +104,7 @@ def test_the_compiled_gpu_code_path_runs_in_a_training_container(docker_sandbox,
 )
 def test_a_failed_training_is_a_crash_with_a_clear_reason(docker_sandbox, cpu_image, task_data, tmp_path, source,
                                                           reason):
-    candidate = tmp_path / "train.py"
-    candidate.write_text(source)
-    outcome = run_experiment(
-        docker_sandbox, image=cpu_image, task_dir=default_task_dir(), train_py=candidate, data=task_data,
-        work_dir=tmp_path / "exp", limits=cpu_settings(budget_s=5).limits,
-    )
+    outcome, _ = train_in_container(docker_sandbox, cpu_image, task_data, tmp_path, source, budget_s=5)
     assert outcome.status == "crash"
     assert reason in outcome.reason
     assert outcome.val_bpb is None
