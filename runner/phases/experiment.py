@@ -125,19 +125,20 @@ def run_experiment(
     keep_handover: bool = False,
     compile_cache: CompileCache | None = None,
     profile: str | None = None,
+    cpuset: str | None = None,
 ) -> ExperimentOutcome:
     """Train train_py for limits.time_budget_s seconds and score the handed-over model on split.
 
     keep_handover: leave a scored hand-over open in outcome.handover (the caller releases it);
     compile_cache: the run's compile seed to fill (the baseline) or start from (None: a cold compile);
-    profile: train.py's profile (None: train.py's own choice)."""
+    profile: train.py's profile (None: train.py's own choice); cpuset: the cores both phases are pinned to."""
     began = time.monotonic()
     work_dir.mkdir(parents=True, exist_ok=True)
     handover = sandbox.open_handover(image, limits.handover_max_mb, labels or {})
     try:
         outcome = _train_and_score(sandbox, image, task_dir, train_py, data, work_dir, split, gpu_uuid,
                                    limits, on_line, on_point, on_sample, labels, seed, cancel, handover, began,
-                                   compile_cache, profile)
+                                   compile_cache, profile, cpuset)
     except BaseException:
         handover.release()
         raise
@@ -150,7 +151,8 @@ def run_experiment(
 
 def _train_and_score(sandbox: Sandbox, image, task_dir, train_py, data, work_dir, split, gpu_uuid, limits: Limits,
                      on_line, on_point, on_sample, labels, seed, cancel, handover: Handover,
-                     began: float, compile_cache: CompileCache | None, profile: str | None) -> ExperimentOutcome:
+                     began: float, compile_cache: CompileCache | None, profile: str | None,
+                     cpuset: str | None) -> ExperimentOutcome:
     candidate = work_dir / "train.py"
     shutil.copyfile(train_py, candidate)
     grant_phase_write(candidate)
@@ -195,7 +197,7 @@ def _train_and_score(sandbox: Sandbox, image, task_dir, train_py, data, work_dir
         labels={**(labels or {}), PHASE_LABEL: "train"},
         deadline_s=training_deadline_s(limits, device_of(gpu_uuid)),
         gpu_uuid=gpu_uuid,
-        resources=phase_resources(limits),
+        resources=phase_resources(limits, cpuset),
     )
 
     def watch(init_pid: int, kill: Callable[[str], None]) -> Monitor:
@@ -226,7 +228,8 @@ def _train_and_score(sandbox: Sandbox, image, task_dir, train_py, data, work_dir
     if failure:
         outcome.status, outcome.reason = failure
     else:
-        score_experiment(sandbox, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels, outcome)
+        score_experiment(sandbox, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels, outcome,
+                         cpuset)
     timings.total = time.monotonic() - began
     return outcome
 
@@ -250,10 +253,10 @@ def data_mounts(data: Path, split: str) -> list[Mount]:
     return [Mount(path, f"/data/{path.name}") for path in split_files(data, split)]
 
 
-def phase_resources(limits: Limits) -> Resources:
-    """What a policy's limits let one phase use."""
+def phase_resources(limits: Limits, cpuset: str | None = None) -> Resources:
+    """What a policy's limits let one phase use, pinned to cpuset's cores when it names some."""
     return Resources(memory=limits.memory, pids_limit=limits.pids_limit, cpus=limits.cpus or None,
-                     tmpfs_size=limits.tmpfs_size)
+                     tmpfs_size=limits.tmpfs_size, cpuset=cpuset)
 
 
 def training_failure(result: PhaseResult) -> tuple[str, str] | None:
@@ -278,10 +281,11 @@ def last_line(result: PhaseResult) -> str:
 
 
 def score_experiment(sandbox: Sandbox, image, task_dir, data, handover, work_dir, split, gpu_uuid, limits, labels,
-                     outcome) -> None:
+                     outcome, cpuset: str | None = None) -> None:
     """Run the trusted evaluation on the handed-over model and fill outcome's score fields."""
     verdict, scored = score_handover(sandbox, image=image, task_dir=task_dir, data=data, handover=handover,
-                                     work_dir=work_dir, split=split, gpu_uuid=gpu_uuid, limits=limits, labels=labels)
+                                     work_dir=work_dir, split=split, gpu_uuid=gpu_uuid, limits=limits, labels=labels,
+                                     cpuset=cpuset)
     outcome.score_log = work_dir / f"score-{split}.log"
     outcome.timings.score_container_start = scored.start_seconds
     outcome.timings.scoring = scored.run_seconds
@@ -294,7 +298,7 @@ def score_experiment(sandbox: Sandbox, image, task_dir, data, handover, work_dir
 
 def score_handover(sandbox: Sandbox, *, image: str, task_dir: Path, data: Path, handover: Handover,
                    work_dir: Path, split: str, gpu_uuid: str | None, limits: Limits,
-                   labels: dict[str, str] | None) -> tuple[Verdict, PhaseResult]:
+                   labels: dict[str, str] | None, cpuset: str | None = None) -> tuple[Verdict, PhaseResult]:
     """prepare.py's evaluation of the hand-over on split, in a fresh container: (its verdict, the run)."""
     nonce = secrets.token_hex(16)
     verdict_dir = work_dir / f"verdict-{split}"
@@ -311,7 +315,7 @@ def score_handover(sandbox: Sandbox, *, image: str, task_dir: Path, data: Path, 
         labels={**(labels or {}), PHASE_LABEL: f"score-{split}"},
         deadline_s=SCORE_DEADLINE_S,
         gpu_uuid=gpu_uuid,
-        resources=phase_resources(limits),
+        resources=phase_resources(limits, cpuset),
     )
     scored = sandbox.run(spec, work_dir / f"score-{split}.log", max_log_bytes=limits.log_max_bytes)
     return read_verdict(verdict_dir, nonce, split, scored), scored

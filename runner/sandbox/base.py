@@ -54,8 +54,28 @@ class Resources:
 
     memory: str = "8g"
     cpus: float | None = None
+    cpuset: str | None = None  # the cores the phase is pinned to ("0-3"): a CPU slot's own (runner/executors)
     pids_limit: int = 512
     tmpfs_size: str = "1g"
+
+
+def parse_cpuset(text: str) -> list[int]:
+    """The cores of a cpuset such as "0-3,6"; ValueError on anything else."""
+    cores: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        first, last = int(low), int(high or low)
+        if first < 0 or last < first:
+            raise ValueError(f"not a cpuset: {text!r}")
+        cores.extend(range(first, last + 1))
+    return cores
+
+
+def format_cpuset(cores: list[int]) -> str:
+    """cores as a cpuset ("0-3" for a run of them, else "0,2")."""
+    if cores == list(range(cores[0], cores[-1] + 1)) and len(cores) > 1:
+        return f"{cores[0]}-{cores[-1]}"
+    return ",".join(str(core) for core in cores)
 
 
 @dataclass

@@ -137,6 +137,7 @@ def create_container(client: docker.DockerClient, spec: PhaseSpec):
             mem_limit=limits.memory,
             memswap_limit=limits.memory,
             nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
+            cpuset_cpus=limits.cpuset,
             init=True,
             ipc_mode="private",
             shm_size="1g",

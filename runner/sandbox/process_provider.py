@@ -94,6 +94,7 @@ from autoresearch.runner.sandbox.base import (
     SandboxUnavailable,
     Watch,
     ended_phase,
+    parse_cpuset,
 )
 from autoresearch.runner.sandbox.files import copy_file, remove_tree
 from autoresearch.runner.sandbox.flavors import resolve_flavor
@@ -279,8 +280,11 @@ def limits_for(spec: PhaseSpec, report_fd: int | None) -> Limits:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     open_files = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(MAX_OPEN_FILES, hard)
     cpus = None
+    allowed = sorted(os.sched_getaffinity(0))
+    if spec.resources.cpuset:
+        allowed = [core for core in allowed if core in set(parse_cpuset(spec.resources.cpuset))] or allowed
+        cpus = tuple(allowed)
     if spec.resources.cpus:
-        allowed = sorted(os.sched_getaffinity(0))
         cpus = tuple(allowed[:max(1, math.ceil(spec.resources.cpus))])
     return Limits(parse_size(spec.resources.tmpfs_size), open_files, cpus, not spec.network, report_fd,
                   os.getuid(), os.getgid())
