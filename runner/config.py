@@ -6,11 +6,13 @@ Every setting has a default, so an empty file is a valid config. The sections:
     [image]  flavor = "auto"           # the experiment image: auto | cpu | cuda
     [policy] file = "default"          # "default", "strict" or a policy file relative to the workspace
     [budget] seconds = 300             # training seconds; absent: the policy's time budget
-    [gpus]   ids = ["GPU-...", 1]      # GPU UUIDs or indexes; empty: the first GPU, or the CPU
+    [gpus]   ids = ["GPU-...", 1]      # GPU UUIDs or indexes, or "all"; empty: the first GPU, or the CPU
+    [executor] name = "local", slots, prefetch, wave   # see ExecutorConfig
+    [cluster] address, bind, port, token_file, stall_s   # the Ray cluster of [executor] name = "ray": see ClusterConfig
     [sandbox] provider = "docker"      # docker, or process (no isolation: for machines without Docker)
     [agent]  name = "sweep", model, max_tokens, max_turns, timeout_s, max_retries, base_url,
              replay_file, price_input_per_mtok, price_output_per_mtok
-    [keep]   threshold, noise_multiplier   # see KeepRule
+    [keep]   threshold, noise_multiplier, noise_seeds, confirm_multiplier   # see KeepRule
     [caps]   max_experiments, max_hours, max_usd
 
 TOML has no null: a setting that may be unset (`max_usd`, `base_url`, ...) is unset with `false`.
@@ -35,6 +37,7 @@ from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.sources import CHOICES as SOURCE_CHOICES
 from autoresearch.runner.sandbox import PROVIDERS
 from autoresearch.runner.sandbox.flavors import FLAVORS
+from autoresearch.runner.sandbox.gpus import ALL as ALL_GPUS
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,32 @@ class KeepRule:
 
     threshold: float = 0.0005  # minimum val_bpb improvement to keep
     noise_multiplier: float = 2.0  # with a noise measurement: threshold = max(threshold, multiplier * std)
+    noise_seeds: int = 3  # the run measures its noise: the baseline on this many seeds in all (1: it does not)
+    confirm_multiplier: float = 4.0  # a keep that gains less than this * std is run on a second seed first (0: never)
+
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How many experiments are in flight at once, and where (runner/executors)."""
+
+    name: str = "local"  # local: this host's GPUs (or CPU cores); ray: the GPUs of a Ray cluster
+    slots: int | None = None  # None: one per GPU of [gpus] ids (or 1 on CPU); on CPU, N slots of their own cores
+    prefetch: int = 1  # proposals the agent keeps ready beyond the free slots (0: it proposes when a slot frees)
+    wave: int = 0  # 0: asynchronous; k: waves of k proposals from the same best, the wave's best kept
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The Ray cluster of the ray executor and of `autoresearch node` (runner/commands/node.py)."""
+
+    address: str | None = None  # the head's "host:port"; None: the head this workspace's `node head` started
+    bind: str = "127.0.0.1"  # the interface the head listens on (a private network's address, never a public one)
+    port: int = 6379  # the head's port (the GCS)
+    token_file: str | None = None  # the cluster's token; None: .autoresearch/cluster/token, made by `node head`
+    stall_s: float = 20.0  # a node that does not answer for this long loses its jobs (they run again elsewhere)
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,8 @@ class Config:
     agent: AgentSettings = field(default_factory=AgentSettings)
     keep: KeepRule = field(default_factory=KeepRule)
     caps: Caps = field(default_factory=Caps)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 # The one-key sections, as (section, key) -> Config field; [agent], [keep] and [caps] hold their dataclass's fields.
@@ -78,11 +109,12 @@ SINGLE_KEYS = {
     ("gpus", "ids"): "gpus",
     ("sandbox", "provider"): "sandbox",
 }
-NESTED = ("agent", "keep", "caps")
+NESTED = ("agent", "keep", "caps", "executor", "cluster")
 SECTIONS = (*(section for section, _ in SINGLE_KEYS), *NESTED)
 CHOICES = {("task", "source"): SOURCE_CHOICES, ("image", "flavor"): ("auto", *FLAVORS), ("agent", "name"): AGENTS,
-           ("sandbox", "provider"): tuple(PROVIDERS)}
-POSITIVE = {("budget", "seconds"), ("agent", "max_tokens"), ("agent", "max_turns"), ("agent", "timeout_s")}
+           ("sandbox", "provider"): tuple(PROVIDERS), ("executor", "name"): EXECUTORS}
+POSITIVE = {("budget", "seconds"), ("agent", "max_tokens"), ("agent", "max_turns"), ("agent", "timeout_s"),
+            ("keep", "noise_seeds"), ("executor", "slots"), ("cluster", "port"), ("cluster", "stall_s")}
 HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]")
 EXPECTED = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false"}
 TYPE_KINDS = {str: "str", int: "int", float: "number", bool: "bool", list[str]: "ids"}  # "ids": [gpus] ids
@@ -129,13 +161,16 @@ def default_config_toml() -> str:
     """The autoresearch.toml that `autoresearch init` writes: every default, spelled out."""
     header = ("# autoresearch settings: every key is optional (a missing one takes its default) and `false`\n"
               "# unsets one that may be unset (max_usd, base_url, ...). More: [budget] seconds = 300 sets the\n"
-              "# training time (default: the policy's); [gpus] ids = [\"GPU-...\"] or [0, 1] picks the GPUs.\n")
+              "# training time (default: the policy's); [gpus] ids = [\"GPU-...\"], [0, 1] or \"all\" picks the\n"
+              "# GPUs (one experiment in flight on each).\n")
     return header + dump_config(Config())
 
 
 def _put(table: dict, key: str, value: Any, default: Any) -> None:
     """Set table[key] to value, spelling None as false unless None is the default (then leave it out)."""
-    if value is not None:
+    if value == [ALL_GPUS]:
+        table[key] = ALL_GPUS
+    elif value is not None:
         table[key] = value
     elif default is not None:
         table[key] = False
@@ -197,8 +232,11 @@ class _Reader:
         if optional and value is False:
             return None
         if name == "ids":
+            if value == ALL_GPUS:
+                return [ALL_GPUS]
             if not (isinstance(value, list) and all(_fits(item, "str") or _fits(item, "int") for item in value)):
-                self.fail(section, key, f"{where} must be a list of GPU UUIDs or indexes, got {toml_spelling(value)}")
+                self.fail(section, key, f"{where} must be \"all\" or a list of GPU UUIDs or indexes, "
+                                        f"got {toml_spelling(value)}")
             return [str(item) for item in value]
         if not _fits(value, name):
             unset = " or false" if optional else ""

@@ -2,7 +2,7 @@
 
 Precedence, highest first (like modal's config: one table, one rule):
 
-    1. a command-line flag              (--budget, --flavor, --sandbox, --max-experiments, --policy, ...)
+    1. a command-line flag              (--budget, --flavor, --sandbox, --slots, --max-experiments, --policy, ...)
     2. autoresearch.toml                ([budget] seconds, [image] flavor, [sandbox] provider, [caps] ...)
     3. the policy                       ([limits] time_budget_s: the policy's own default budget)
     4. the built-in default             (Config's defaults: offline data, flavor auto, the docker sandbox)
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from autoresearch.runner.agents.base import AgentSettings
 from autoresearch.runner.check.policy import Limits, Policy, load_policy
-from autoresearch.runner.config import Caps, Config, KeepRule, load_config
+from autoresearch.runner.config import Caps, Config, ExecutorConfig, KeepRule, load_config
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.sandbox.flavors import resolve_flavor
 from autoresearch.runner.workspace import CONFIG_FILE, Workspace
@@ -40,6 +40,8 @@ class Flags:
     max_experiments: int | None = None
     max_hours: float | None = None
     max_usd: float | None = None
+    slots: int | None = None
+    executor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ class Settings:
     def keep(self) -> KeepRule:
         return self.config.keep
 
+    @property
+    def executor(self) -> ExecutorConfig:
+        return self.config.executor
+
 
 def resolve_settings(ws: Workspace, flags: Flags = Flags()) -> Settings:
     """The settings of a command in ws: flags over autoresearch.toml over the policy over the defaults."""
@@ -89,6 +95,9 @@ def resolve_settings(ws: Workspace, flags: Flags = Flags()) -> Settings:
     caps = dataclasses.replace(config.caps, **{name: value for name, value in (
         ("max_experiments", flags.max_experiments), ("max_hours", flags.max_hours), ("max_usd", flags.max_usd))
         if value is not None})
+    executor = dataclasses.replace(config.executor, **{name: value for name, value in (
+        ("slots", flags.slots), ("name", flags.executor)) if value is not None})
+    config = dataclasses.replace(config, executor=executor)
     return Settings(config=config, policy=policy, flavor=resolve_flavor(flags.flavor or config.flavor),
                     sandbox=flags.sandbox or config.sandbox, sandbox_insisted=flags.sandbox is not None, caps=caps)
 
@@ -114,7 +123,7 @@ def _policy(ws: Workspace, config: Config, flag: Path | None) -> Policy:
 
 
 def _check_flags(flags: Flags) -> None:
-    for name in ("time_budget_s", "max_experiments", "max_hours", "max_usd"):
+    for name in ("time_budget_s", "max_experiments", "max_hours", "max_usd", "slots"):
         value = getattr(flags, name)
         if value is not None and value <= 0:
             flag = "--budget" if name == "time_budget_s" else f"--{name.replace('_', '-')}"

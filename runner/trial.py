@@ -7,6 +7,7 @@ candidate that a static rule blocks is recorded with its findings and never runs
 half-written.
 """
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -17,14 +18,14 @@ import psutil
 
 from autoresearch.runner.check.dynamic_rules import Overhead, check_run
 from autoresearch.runner.check.findings import Finding, worst_action
-from autoresearch.runner.check.integrity import hash_files, protected_files
 from autoresearch.runner.check.policy import Policy
 from autoresearch.runner.check.static_rules import check_source
 from autoresearch.runner.errors import UserError
+from autoresearch.runner.executors.base import Slot, TrainJob, TrainResult
+from autoresearch.runner.executors.slot_work import SlotHost, slot_limits, train_on_slot
 from autoresearch.runner.judge import decide, run_facts
 from autoresearch.runner.phases.compile_seed import CompileCache, Seed
 from autoresearch.runner.phases.data import prepare_data
-from autoresearch.runner.phases.experiment import run_experiment
 from autoresearch.runner.phases.sources import resolve_source
 from autoresearch.runner.record.recorder import ExperimentRecorder, LiveRecorder, open_recorder
 from autoresearch.runner.record.status import Status
@@ -138,34 +139,49 @@ def execute_candidate(ws: Workspace, recorder: ExperimentRecorder, candidate: Ca
                       static: list[Finding], echo: bool = False, cancel: threading.Event | None = None,
                       baseline: Overhead | None = None, keep_handover: bool = False,
                       compile_cache: CompileCache | None = None) -> TrialResult:
-    """Record, train, score and judge a candidate that passed the static rules.
+    """Record, train, score and judge a candidate that passed the static rules, on this host's one slot.
 
     baseline: what the run's baseline measured (the budget rules' allowances); keep_handover: leave the
     scored hand-over of an ok result open in TrialResult.handover, for the caller to score and release;
     compile_cache: the run's compile seed to fill or start from (None: a cold compile)."""
-    protected = protected_files(ws.task_dir, pre.data)
-    before = hash_files(protected)
+    slot = Slot("local", gpu_uuid=pre.gpu_uuid, device="gpu" if pre.gpu_uuid else "cpu")
+    job = start_candidate(ws, recorder, candidate, static, pre, policy, slot, compile_cache, keep_handover)
+    live = LiveRecorder(ws.store_path, job.experiment_id)
+    try:
+        trained = train_on_slot(SlotHost(pre.sandbox, pre.image, pre.data, ws.task_dir), slot, job, live.point,
+                                live.sample, cancel, print if echo else None)
+    finally:  # the sandbox went away, or the runner is interrupted: the caller closes the record
+        live.close()
+    return close_trial(recorder, job.experiment_id, trained, policy, slot, pre.sandbox, static, baseline)
+
+
+def start_candidate(ws: Workspace, recorder: ExperimentRecorder, candidate: Candidate, static: list[Finding],
+                    pre: Prerequisites, policy: Policy, slot: Slot, compile_cache: CompileCache | None = None,
+                    keep_handover: bool = False, role: str | None = None) -> TrainJob:
+    """Record a candidate as running on slot, with its static findings, and make the job that trains it."""
     exp_id = recorder.started(static, run_id=candidate.run_id, seq=candidate.seq, description=candidate.description,
                               train_py_sha256=sha(candidate.code), commit_sha=candidate.commit_sha,
-                              parent_sha=candidate.parent_sha, sandbox=pre.sandbox.name)
+                              parent_sha=candidate.parent_sha, sandbox=pre.sandbox.name, slot=slot.name,
+                              node=slot.node, role=role, seed=candidate.seed)
     work_dir = ws.experiments_dir / f"{exp_id:06d}"
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "candidate.py").write_bytes(candidate.code)
     recorder.update(exp_id, log_path=str(work_dir / "train.log"))
-    live = LiveRecorder(ws.store_path, exp_id)
-    try:
-        outcome = run_experiment(
-            pre.sandbox, image=pre.image, task_dir=ws.task_dir, train_py=work_dir / "candidate.py", data=pre.data,
-            work_dir=work_dir, limits=policy.limits, gpu_uuid=pre.gpu_uuid, on_point=live.point,
-            on_sample=live.sample,
-            on_line=print if echo else None, seed=candidate.seed, cancel=cancel, keep_handover=keep_handover,
-            compile_cache=compile_cache,
-            labels={**pre.labels, EXPERIMENT_LABEL: str(exp_id), RUNNER_PID_LABEL: str(os.getpid())},
-        )
-    finally:  # the sandbox went away, or the runner is interrupted: the caller closes the record
-        live.close()
-    facts = run_facts(outcome, policy, device_of(pre.gpu_uuid), before, hash_files(protected), baseline)
-    dynamic = check_run(facts, policy)
+    labels = {**pre.labels, EXPERIMENT_LABEL: str(exp_id), RUNNER_PID_LABEL: str(os.getpid())}
+    return TrainJob(exp_id, candidate.code, policy.limits, labels, str(work_dir), seed=candidate.seed,
+                    compile_cache=compile_cache, keep_handover=keep_handover)
+
+
+def close_trial(recorder: ExperimentRecorder, exp_id: int, trained: TrainResult, policy: Policy, slot: Slot,
+                sandbox: Sandbox, static: list[Finding], baseline: Overhead | None = None) -> TrialResult:
+    """Judge what a slot sent back by the dynamic rules, record how the trial ended, and say it as a TrialResult.
+
+    A hand-over left open in the outcome is released unless the trial is ok."""
+    outcome = trained.outcome
+    slot_policy = dataclasses.replace(policy, limits=slot_limits(policy.limits, slot))
+    facts = run_facts(outcome, slot_policy, device_of(slot.gpu_uuid), trained.hashes_before, trained.hashes_after,
+                      baseline)
+    dynamic = check_run(facts, slot_policy)
     status, reason = decide(outcome, dynamic)
     if status != Status.OK and outcome.handover is not None:
         outcome.handover.release()
@@ -184,11 +200,12 @@ def execute_candidate(ws: Workspace, recorder: ExperimentRecorder, candidate: Ca
         json_as_data(outcome.reported), outcome.reported.get("training_seconds"), outcome.timings.total,
         usage.busy_seconds if usage and usage.kind == "nvml" else None,
         usage.peak_mem_mb if usage else None, usage.note if usage else "",
-        json_as_data([f.to_dict() for f in (*static, *dynamic)]), str(outcome.train_log), asdict(outcome.timings),
-        str(work_dir),
+        json_as_data([f.to_dict() for f in (*static, *dynamic)]),
+        str(outcome.train_log) if outcome.train_log else None, asdict(outcome.timings),
+        str(outcome.train_log.parent) if outcome.train_log else None,
         outcome.handover,
-        pre.sandbox.name,
-        pre.sandbox.isolated,
+        sandbox.name,
+        sandbox.isolated,
         outcome.compile_cache,
         outcome.compile_seed,
     )

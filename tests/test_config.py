@@ -85,7 +85,8 @@ def test_an_unknown_key_names_its_line_and_the_known_keys(tmp_path):
 
 def test_an_unknown_section_names_its_line(tmp_path):
     assert error_of(tmp_path, '[task]\nsource = "web"\n[agnet]\nname = "claude"\n').startswith(
-        "line 3: unknown section [agnet] (known: task, image, policy, budget, gpus, sandbox, agent, keep, caps)")
+        "line 3: unknown section [agnet] (known: task, image, policy, budget, gpus, sandbox, agent, keep, caps, "
+        "executor, cluster)")
     assert error_of(tmp_path, '# settings\nsource = "web"\n').startswith(
         "line 2: unknown key 'source' outside any section")
     assert error_of(tmp_path, '\nagent = "claude"\n') == 'line 2: [agent] must be a table, got "claude"'
@@ -99,7 +100,7 @@ def test_a_wrong_type_names_the_setting_and_the_value(tmp_path):
         "line 2: [agent] max_tokens must be an integer, got true")
     assert error_of(tmp_path, "[policy]\nfile = 3\n") == "line 2: [policy] file must be a string, got 3"
     assert error_of(tmp_path, '[gpus]\nids = "0"\n') == (
-        'line 2: [gpus] ids must be a list of GPU UUIDs or indexes, got "0"')
+        'line 2: [gpus] ids must be \"all\" or a list of GPU UUIDs or indexes, got "0"')
 
 
 def test_bad_choices_and_ranges_are_refused(tmp_path):
