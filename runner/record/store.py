@@ -196,8 +196,35 @@ _V6 = """
 ALTER TABLE runs ADD COLUMN compile_seed_json TEXT;  -- the run's compile seed: digest, files, bytes, image, sealer
 """
 
+_V7 = """
+ALTER TABLE runs ADD COLUMN executor TEXT;  -- local or ray; NULL: older runs (one local slot)
+ALTER TABLE runs ADD COLUMN device TEXT;  -- the device model every slot of the run shares (a GPU's name, or cpu)
+ALTER TABLE runs ADD COLUMN slots_json TEXT;  -- the slots it last ran on: name, node, gpu_uuid, cpuset, device
+ALTER TABLE experiments ADD COLUMN slot TEXT;  -- the slot it ran on (gpu0, cpu1, node-b/gpu0); NULL: older rows
+ALTER TABLE experiments ADD COLUMN node TEXT;  -- the node of that slot (local, or a Ray node's name)
+ALTER TABLE experiments ADD COLUMN role TEXT;  -- NULL: the baseline or a candidate; noise: a seed of the baseline
+                                               -- measuring the run's noise; confirm: a second seed of a close keep
+ALTER TABLE experiments ADD COLUMN seed INTEGER;  -- train.py's seed when the runner set one
+ALTER TABLE experiments ADD COLUMN judge_json TEXT;  -- how the keep rule judged it (best then, threshold, noise,
+                                                    -- a stale parent, a near miss, its confirmation)
+ALTER TABLE noise ADD COLUMN run_id INTEGER REFERENCES runs (id);  -- the run that measured it; NULL: `noise`
+CREATE TABLE nodes (
+    id            INTEGER PRIMARY KEY,
+    run_id        INTEGER NOT NULL REFERENCES runs (id),
+    name          TEXT NOT NULL,
+    address       TEXT,
+    gpus          INTEGER NOT NULL,
+    device        TEXT,
+    state         TEXT NOT NULL CHECK (state IN ('starting', 'ready', 'refused', 'lost', 'gone')),
+    note          TEXT,                          -- why it is refused or lost (a node's own words are data)
+    util_percent  REAL,
+    seen_at       REAL NOT NULL,
+    UNIQUE (run_id, name)
+) STRICT;
+"""
+
 # Applied in order; never edit one that has shipped, append a new one.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -221,6 +248,9 @@ class Run:
     sandbox: str | None  # the sandbox provider's name; None: a run recorded before the column
     source: str | None  # the data source it used (offline, web; what auto chose); None: recorded before the column
     compile_seed_json: dict | None  # the seed its baseline sealed (runner/phases/compile_seed.py); None: none
+    executor: str | None  # local or ray; None: recorded before the column (one local slot)
+    device: str | None  # the device model all its slots share (one GPU model per run); None: before the column
+    slots_json: list | None  # the slots it last ran on, as dicts of runner/executors/base.py's Slot
 
 
 @dataclass(frozen=True)
@@ -251,6 +281,11 @@ class Experiment:
     train_py_sha256: str | None
     timings_json: dict | None
     sandbox: str | None  # the sandbox provider it ran in; None: never ran (blocked), or recorded before the column
+    slot: str | None  # the executor slot it ran on; None: not in a run's slot (try, blocked) or an older row
+    node: str | None  # that slot's node: local, or a Ray node's name
+    role: str | None  # None: the baseline or a candidate; "noise": a baseline seed; "confirm": a close keep's 2nd seed
+    seed: int | None  # train.py's seed when the runner set one (None: train.py's own)
+    judge_json: dict | None  # how the keep rule judged it (runner/judge.py's Judgement)
 
 
 @dataclass(frozen=True)
@@ -316,6 +351,23 @@ class Noise:
     std_bpb: float
     values_json: list
     recorded_at: float
+    run_id: int | None  # the run that measured its own noise; None: `autoresearch noise`
+
+
+@dataclass(frozen=True)
+class Node:
+    """One row of `nodes`: a node of a run's executor as the runner last saw it."""
+
+    id: int
+    run_id: int
+    name: str
+    address: str | None
+    gpus: int
+    device: str | None
+    state: str  # runner/executors/base.py NODE_STATES: starting, ready, refused, lost, gone
+    note: str | None  # why it is refused or lost
+    util_percent: float | None
+    seen_at: float
 
 
 def _columns(row_type: type) -> tuple[str, ...]:
@@ -328,6 +380,7 @@ METRIC_COLUMNS = _columns(MetricPoint)
 GPU_COLUMNS = _columns(GpuSample)
 COMMAND_COLUMNS = _columns(Command)
 NOISE_COLUMNS = _columns(Noise)
+NODE_COLUMNS = _columns(Node)
 FINDING_COLUMNS = ("id", "experiment_id", "recorded_at", "rule_id", "severity", "action", "message",
                    "evidence_json")
 
@@ -681,16 +734,45 @@ def get_command(conn: sqlite3.Connection, command_id: int) -> Command | None:
     return None if row is None else _row(Command, row)
 
 
-def add_noise(conn: sqlite3.Connection, commit_sha: str | None, values: list[float], mean: float, std: float) -> int:
+def add_noise(conn: sqlite3.Connection, commit_sha: str | None, values: list[float], mean: float, std: float,
+              run_id: int | None = None) -> int:
     with transaction(conn):
         return _insert(conn, "noise", {"commit_sha": commit_sha, "runs": len(values), "mean_bpb": mean,
                                        "std_bpb": std, "values_json": encode("values_json", values),
-                                       "recorded_at": time.time()})
+                                       "recorded_at": time.time(), "run_id": run_id})
 
 
-def latest_noise(conn: sqlite3.Connection) -> Noise | None:
-    row = conn.execute(f"SELECT {', '.join(NOISE_COLUMNS)} FROM noise ORDER BY id DESC LIMIT 1").fetchone()
+def latest_noise(conn: sqlite3.Connection, run_id: int | None = None) -> Noise | None:
+    """The newest noise measurement: the run's own when run_id names a run that measured one, else the newest of
+    `autoresearch noise`."""
+    if run_id is not None:
+        row = conn.execute(f"SELECT {', '.join(NOISE_COLUMNS)} FROM noise WHERE run_id = ? ORDER BY id DESC LIMIT 1",
+                           (run_id,)).fetchone()
+        if row is not None:
+            return _row(Noise, row)
+    row = conn.execute(f"SELECT {', '.join(NOISE_COLUMNS)} FROM noise WHERE run_id IS NULL ORDER BY id DESC LIMIT 1"
+                       ).fetchone()
     return None if row is None else _row(Noise, row)
+
+
+def set_node(conn: sqlite3.Connection, run_id: int, name: str, *, state: str, gpus: int, address: str | None = None,
+             device: str | None = None, note: str | None = None, util_percent: float | None = None) -> None:
+    """Record what the run's executor knows of one node now (one row per node and run); name, address and note
+    come from the node: stored as data."""
+    with transaction(conn):
+        conn.execute("INSERT INTO nodes (run_id, name, address, gpus, device, state, note, util_percent, seen_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET address = excluded."
+                     "address, gpus = excluded.gpus, device = excluded.device, state = excluded.state, "
+                     "note = excluded.note, util_percent = excluded.util_percent, seen_at = excluded.seen_at",
+                     (run_id, as_data(name, DESCRIPTION_CHARS), None if address is None else as_data(address, 200),
+                      gpus, device, state, None if note is None else as_data(note, EXCERPT_CHARS), util_percent,
+                      time.time()))
+
+
+def list_nodes(conn: sqlite3.Connection, run_id: int) -> list[Node]:
+    rows = conn.execute(f"SELECT {', '.join(NODE_COLUMNS)} FROM nodes WHERE run_id = ? ORDER BY name",
+                        (run_id,)).fetchall()
+    return [_row(Node, row) for row in rows]
 
 
 def add_agent_turn(conn: sqlite3.Connection, *, run_id: int | None, experiment_id: int | None, model: str,
