@@ -59,7 +59,8 @@ def edit(description: str, prefix: str = "", **script) -> dict:
     return {"description": description, "train_py": prefix + directive(**script) + TRAIN_PY}
 
 
-def config_toml(*, budget_s: float, threshold: float, replay: Path, policy: str) -> str:
+def config_toml(*, budget_s: float, threshold: float, replay: Path, policy: str, noise_seeds: int = 1,
+                prefetch: int = 0, slots: int | None = None, wave: int = 0, confirm_multiplier: float = 4.0) -> str:
     return f"""\
 [image]
 flavor = "cpu"
@@ -80,10 +81,16 @@ replay_file = "{replay}"
 [keep]
 threshold = {threshold}
 noise_multiplier = 2.0
+noise_seeds = {noise_seeds}
+confirm_multiplier = {confirm_multiplier}
 
 [caps]
 max_usd = false
-"""
+
+[executor]
+prefetch = {prefetch}
+wave = {wave}
+""" + (f"slots = {slots}\n" if slots else "")
 
 
 @dataclass
@@ -97,9 +104,11 @@ class FakeWorkspace:
     @classmethod
     def make(cls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, baseline: dict | None = None,
              defaults: dict | None = None, budget_s: float = BUDGET_S, threshold: float = THRESHOLD,
-             deadline_allowance_s: float = 30) -> "FakeWorkspace":
+             deadline_allowance_s: float = 30, **executor) -> "FakeWorkspace":
         """A fresh workspace on the fake. baseline: the committed train.py's line (default BASELINE);
-        defaults: the fake's defaults file; deadline_allowance_s: the hard deadline is budget + this."""
+        defaults: the fake's defaults file; deadline_allowance_s: the hard deadline is budget + this; executor:
+        config_toml's noise_seeds, prefetch, slots, wave, confirm_multiplier (default: one slot, proposals made
+        when it frees, no noise seeds: the loop of one experiment at a time)."""
         monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
         defaults_path = tmp_path / "fake-sandbox.json"
         defaults_path.write_text(json.dumps(defaults or {}))
@@ -111,7 +120,7 @@ class FakeWorkspace:
         replay = tmp_path / "edits.jsonl"
         replay.write_text(json.dumps(edit("never proposed")) + "\n")
         (root / "autoresearch.toml").write_text(config_toml(budget_s=budget_s, threshold=threshold, replay=replay,
-                                                            policy=policy.name))
+                                                            policy=policy.name, **executor))
         return cls(root, defaults_path, replay)
 
     # ---- scripting

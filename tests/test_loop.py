@@ -11,10 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import docker
 import pygit2
 import pytest
 
-from autoresearch.runner.config import load_config
+from autoresearch.runner.config import ExecutorConfig, load_config
+from autoresearch.runner.executors.local import local_slots
 from autoresearch.runner.init import init_workspace
 from autoresearch.runner.judge import keep_threshold
 from autoresearch.runner.record import gitrepo, store
@@ -33,8 +35,9 @@ BUDGET_S = 4
 def workspace(cpu_image, tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
     root = init_workspace(tmp_path / "ws")
-    config = root / "autoresearch.toml"
-    config.write_text(config.read_text() + f"\n[budget]\nseconds = {BUDGET_S}\n")
+    config = root / "autoresearch.toml"  # one seed of the baseline: the run's own noise has its test below
+    config.write_text(config.read_text().replace("noise_seeds = 3", "noise_seeds = 1")
+                      + f"\n[budget]\nseconds = {BUDGET_S}\n")
     return root
 
 
@@ -299,3 +302,49 @@ def test_noise_repeats_the_baseline_with_seeds_and_sets_the_keep_threshold(works
     assert keep_threshold(conn, config) == max(config.threshold, config.noise_multiplier * noise.std_bpb)
     conn.close()
     assert autoresearch(workspace, "noise", "1").returncode == 2  # one run has no spread
+
+
+def test_two_cpu_slots_train_at_once_on_their_own_cores_and_the_run_measures_its_noise(cpu_image, tmp_path,
+                                                                                      monkeypatch):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip(reason="two CPU slots need two cores of their own")
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    root = init_workspace(tmp_path / "ws")
+    config = root / "autoresearch.toml"
+    config.write_text(config.read_text().replace("noise_seeds = 3", "noise_seeds = 2")
+                      + f"\n[budget]\nseconds = {BUDGET_S}\n")
+    client = docker.from_env()
+    seen: dict[str, str] = {}  # container name -> its cpuset, while the run goes
+    runner = start_runner(root, "--tag", "two", "--max-experiments", "3", "--slots", "2")
+    try:
+        while runner.poll() is None:
+            mine = [f"{key}={value}" for key, value in workspace_labels(root).items()]
+            for container in client.containers.list(filters={"label": [LABEL, *mine]}):
+                if container.labels.get("autoresearch.phase") == "train":
+                    seen[container.name] = container.attrs["HostConfig"]["CpusetCpus"]
+            time.sleep(0.5)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        client.close()
+    output = runner.stdout.read()
+    assert runner.returncode == 0, output
+
+    rows = experiments(root)
+    noise = [e for e in rows if e.role == "noise"]
+    candidates = [e for e in rows if e.role is None][1:]
+    assert len(noise) == 1 and noise[0].seed == 1 and noise[0].status == "ok"
+    assert len(candidates) == 2 and all(e.status in ("keep", "discard") for e in candidates)
+    trained_together = [e for e in candidates if e.started_at < noise[0].ended_at and noise[0].started_at < e.ended_at]
+    assert trained_together, "a candidate trained beside the noise seed"
+    slots = local_slots(ExecutorConfig(slots=2), [], "cpu")
+    assert {e.slot for e in rows} == {slot.name for slot in slots}
+    assert set(seen.values()) == {slot.cpuset for slot in slots}, seen  # each container pinned to its slot's cores
+    conn = store.open_store(root / ".autoresearch" / "store.db", readonly=True)
+    try:
+        run = store.run_by_tag(conn, "two")
+        measured = store.latest_noise(conn, run.id)
+    finally:
+        conn.close()
+    assert measured.run_id == run.id and measured.runs == 2
+    assert "noise: val_bpb spreads" in output

@@ -244,7 +244,7 @@ def test_an_engine_lost_mid_experiment_is_waited_for_and_the_experiment_rerun_un
         ("baseline" + (" (re-run)" if lost_in == "baseline" else ""), Status.KEEP),
         ("candidate" + (" (re-run)" if lost_in == "candidate" else ""), Status.KEEP)]
     assert f"{reason}; waiting up to 15 min for it to come back" in fw.said
-    assert "the fake sandbox is back: re-running the interrupted experiment" in fw.said
+    assert "the fake sandbox is back: re-running the interrupted experiments" in fw.said
     run = fw.run_row()  # three experiments, the interrupted one not counted
     assert (run.state, run.note) == (RunState.FINISHED, "reached 2 experiments (cap 2)")
     assert gitrepo.experiment_ref(fw.repo(), "t", lost.seq) == lost.commit_sha

@@ -17,6 +17,17 @@ class HistoryRow:
 
 
 @dataclass(frozen=True)
+class NearMiss:
+    """A candidate that beat its own parent, but whose parent was no longer the best when it finished: its change
+    may be worth porting onto the best."""
+
+    seq: int
+    description: str
+    gain: float  # over its parent's val_bpb
+    diff: str  # against its parent
+
+
+@dataclass(frozen=True)
 class ProposalContext:
     """Everything an agent reads to propose the next experiment."""
 
@@ -26,6 +37,9 @@ class ProposalContext:
     history: list[HistoryRow]  # oldest first
     last_failure: str | None  # traceback/log tail of the last failed experiment, or None
     best_val_bpb: float | None
+    in_flight: list[HistoryRow] = field(default_factory=list)  # experiments training now (several slots)
+    near_misses: list[NearMiss] = field(default_factory=list)  # the latest first
+    parent_sha: str | None = None  # the commit of train_py: the proposal's parent
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ expect from it. prepare.py and program.md are read-only. Learn from the history:
 that were discarded, and fix the cause when the last one failed."""
 
 
+NEAR_MISS_DIFF_CHARS = 3000
+
+
 def system_blocks(context: ProposalContext) -> list[dict[str, Any]]:
     """The system prompt: constant for a run, so it is marked for prompt caching."""
     text = (
@@ -37,6 +40,14 @@ def first_message(context: ProposalContext) -> dict[str, Any]:
         f"History, oldest first:\n{history_table(context.history)}",
         f"Best val_bpb so far: {best}",
     ]
+    if context.in_flight:
+        parts.append("Training now (do not propose these again; their results come later):\n"
+                     + history_table(context.in_flight))
+    for miss in context.near_misses:
+        diff = tail_as_data(miss.diff, NEAR_MISS_DIFF_CHARS).replace("</diff", "<\\/diff")
+        parts.append(f"Near miss #{miss.seq} ({as_data(miss.description, DESCRIPTION_CHARS)}) beat its parent by "
+                     f"{miss.gain:.6f} bpb, but the best moved on meanwhile; consider porting it:\n"
+                     f"<diff>\n{diff}\n</diff>")
     if context.last_failure:
         # The log is the candidate's text: it must not be able to close the <log> block and speak as us.
         failure = tail_as_data(context.last_failure, FAILURE_TAIL_CHARS).replace("</log", "<\\/log")

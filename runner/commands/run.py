@@ -3,11 +3,12 @@
 import argparse
 
 from autoresearch.runner.commands import add_setting_flags, workspace
+from autoresearch.runner.config import EXECUTORS
 
 CAPS = ("max_experiments", "max_hours", "max_usd")
-CONTROLS = (("stop", "stop the run after the current experiment"),
-            ("pause", "pause the run after the current experiment"),
-            ("resume", "resume a paused run"), ("skip", "kill the running experiment and go on"))
+CONTROLS = (("stop", "stop the run once the experiments in flight end"),
+            ("pause", "pause the run once the experiments in flight end"),
+            ("resume", "resume a paused run"), ("skip", "kill the experiments in flight and go on"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--max-hours", type=float, help="stop after this many hours")
     run.add_argument("--max-usd", type=float, help="stop when the agent has cost this many dollars")
     add_setting_flags(run, "training seconds per experiment (default: [budget] seconds, else the policy's)")
+    run.add_argument("--slots", type=int, help="experiments in flight at once (default: [executor] slots: one per "
+                                               "GPU of [gpus] ids, or 1 on CPU)")
+    run.add_argument("--executor", choices=EXECUTORS, help="where experiments run (default: [executor] name)")
     run.set_defaults(func=cmd_run)
 
     for kind, text in CONTROLS:
@@ -34,13 +38,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ws = workspace()
     options = RunOptions(args.tag, max_experiments=args.max_experiments, max_hours=args.max_hours,
-                         max_usd=args.max_usd, sandbox=args.sandbox, time_budget_s=args.budget, flavor=args.flavor)
+                         max_usd=args.max_usd, sandbox=args.sandbox, time_budget_s=args.budget, flavor=args.flavor,
+                         slots=args.slots, executor=args.executor)
     if args.detach:
         from autoresearch.runner.control import detach
 
         resolve_settings(ws, options.flags())  # bad settings fail here, in this terminal, not in the log
         given = {**{name: getattr(args, name) for name in CAPS}, "budget": args.budget, "flavor": args.flavor,
-                 "sandbox": args.sandbox}
+                 "sandbox": args.sandbox, "slots": args.slots, "executor": args.executor}
         argv = ["--tag", args.tag] + [f"--{n.replace('_', '-')}={v}" for n, v in given.items() if v is not None]
         pid, log = detach(ws, argv)
         print(f"runner started in the background (pid {pid}), logging to {log}\n"

@@ -117,6 +117,24 @@ def read_note(repo: pygit2.Repository, sha: str) -> str | None:
         return None
 
 
+def keep_on_branch(repo: pygit2.Repository, tag: str, sha: str) -> str:
+    """Make the kept commit sha the run's best: the branch advances to it when it descends from the tip; a commit
+    proposed from an earlier tip (several experiments were in flight) is committed again, its train.py unchanged,
+    on top of the tip, so the branch stays one line of keeps. The commit the branch is at now."""
+    branch = repo.branches.local.get(branch_name(tag))
+    if branch is None:
+        raise UserError(f"branch {branch_name(tag)} does not exist: the run was never started")
+    commit = _commit(repo, sha)
+    if commit.id == branch.target or repo.descendant_of(commit.id, branch.target):
+        advance_branch(repo, tag, sha)
+        return sha
+    message = (f"{commit.message.rstrip()}\n\nkept over {str(branch.target)[:12]}; "
+               f"proposed from {str(commit.parent_ids[0])[:12]}\n")
+    moved = repo.create_commit(None, signature(), signature(), message, commit.tree_id, [branch.target])
+    advance_branch(repo, tag, str(moved))
+    return str(moved)
+
+
 def diff_text(repo: pygit2.Repository, old_sha: str, new_sha: str, path: str = "train.py") -> str:
     """The unified diff of path between two commits, as `git diff old new -- path` prints it ("" if unchanged)."""
     diff = repo.diff(_commit(repo, old_sha).tree, _commit(repo, new_sha).tree)

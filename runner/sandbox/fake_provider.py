@@ -22,6 +22,7 @@ What a train phase does is read from the candidate's source (the last file the c
     exit_code      0      the train phase's exit code
     handover       true   write the model (model.graph: this scripting, as JSON) into the /handover mount
     bpb            1.0    what scoring finds (and the summary's val_bpb estimate)
+    bpb_by_seed    {}     the bpb for a seed the runner set (AUTORESEARCH_SEED, as a string key), over bpb
     score          "ok"   what scoring concludes: "ok" | "violation" | "error" (a verdict, exit code 0 or 3,
                           as task/prepare.py writes it) | "crash" (exit 1 without a verdict) | "engine_lost"
                           (SandboxUnavailable half-way through scoring)
@@ -97,7 +98,8 @@ DIRECTIVE = re.compile(r"^\s*#\s*fake-sandbox:\s*(\{.*\})\s*$", re.MULTILINE)
 MODEL_FILE = "model.graph"  # task/prepare.py's name for the hand-over's one file
 SCORES = ("ok", "violation", "error", "crash", "engine_lost")
 BUILT_IN = {"seconds": 1.0, "lines": None, "exit_code": 0, "handover": True, "bpb": 1.0, "score": "ok",
-            "score_seconds": 0.1, "oom": False, "engine_lost": False, "memory_mb": 0, "compile_cache": {}}
+            "score_seconds": 0.1, "oom": False, "engine_lost": False, "memory_mb": 0, "compile_cache": {},
+            "bpb_by_seed": {}}
 PROVIDER_KEYS = {"engine_down": False, "engine_down_s": 1.0, "isolated": True, "state_dir": None}
 PREPARE_SECONDS = 0.1
 
@@ -422,6 +424,9 @@ class FakeSandbox:
         source_path = host_path(spec.mounts, script) if script else None
         source = source_path.read_text(errors="replace") if source_path and source_path.is_file() else ""
         scripted = {**BUILT_IN, **{k: v for k, v in self.defaults().items() if k in BUILT_IN}, **directives(source)}
+        seed = spec.environment.get("AUTORESEARCH_SEED")
+        if seed in scripted["bpb_by_seed"]:
+            scripted["bpb"] = scripted["bpb_by_seed"][seed]
         seconds = float(scripted["seconds"])
         lines = scripted["lines"] if scripted["lines"] is not None else default_lines(scripted)
         files = []

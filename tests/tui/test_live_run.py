@@ -53,7 +53,7 @@ async def test_the_dashboard_follows_a_real_cpu_run(cpu_image, tmp_path, monkeyp
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
     root = init_workspace(tmp_path / "ws")
     config = root / "autoresearch.toml"
-    config.write_text(config.read_text() + "\n[budget]\nseconds = 4\n")
+    config.write_text(config.read_text().replace("noise_seeds = 3", "noise_seeds = 1") + "\n[budget]\nseconds = 4\n")
     started = subprocess.run([sys.executable, "-m", "autoresearch.runner.cli", "run", "--tag", "t",
                               "--max-experiments", "2", "--detach"], cwd=root, capture_output=True, text=True,
                              check=False)
