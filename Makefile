@@ -35,6 +35,7 @@ test-cuda-image: install
 bench: install
 	$(AUTORESEARCH) bench
 	$(AUTORESEARCH) bench --loop 3
+	$(AUTORESEARCH) bench --slots 1,2,4,8
 
 bench-tui: install
 	$(PYTHON) -m autoresearch.tui.bench

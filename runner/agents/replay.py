@@ -3,6 +3,7 @@
 The file is JSONL, one edit a line (blank lines are skipped):
     {"description": "...", "train_py": "..."}                     a whole new train.py
     {"description": "...", "replace": [["old", "new"], ...]}      edits of the current best train.py
+and either may say how long the agent "thinks" before it proposes: "think_s": 30 (benches of the loop).
 It is read and checked when the agent is made: a missing or malformed file is a UserError naming the line.
 Each propose() consumes one edit, even when it does not apply (a replace whose `old` is not unique: an
 AgentError, and the next call moves on to the next edit). After the last edit, propose() raises Exhausted,
@@ -10,6 +11,7 @@ an AgentFatal: the loop should end the run normally, as a replay that has finish
 """
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ class Edit:
     description: str
     train_py: str | None = None
     replace: tuple[tuple[str, str], ...] = ()
+    think_s: float = 0.0
 
 
 class ReplayAgent:
@@ -46,6 +49,7 @@ class ReplayAgent:
             raise Exhausted(f"replay finished: {len(self.edits)} edits applied")
         edit = self.edits[self._next]
         self._next += 1
+        time.sleep(edit.think_s)
         if edit.train_py is not None:
             return Proposal(edit.train_py, edit.description)
         train_py = context.train_py
@@ -88,17 +92,20 @@ def _parse(line: str) -> Edit:
     description = record.get("description")
     if not isinstance(description, str) or not description.strip() or "\n" in description:
         raise ValueError('"description" must be a non-empty one-line string')
+    think_s = record.get("think_s", 0.0)
+    if not isinstance(think_s, int | float) or isinstance(think_s, bool) or think_s < 0:
+        raise ValueError('"think_s" must be a number of seconds, 0 or more')
     if ("train_py" in record) == ("replace" in record):
         raise ValueError('expected exactly one of "train_py" and "replace"')
     if "train_py" in record:
         if not isinstance(record["train_py"], str):
             raise ValueError('"train_py" must be a string')
-        return Edit(description, train_py=record["train_py"])
+        return Edit(description, train_py=record["train_py"], think_s=float(think_s))
     pairs = record["replace"]
     valid = isinstance(pairs, list) and pairs and all(_is_pair(pair) for pair in pairs)
     if not valid:
         raise ValueError('"replace" must be a non-empty list of [old, new] string pairs with a non-empty old')
-    return Edit(description, replace=tuple((old, new) for old, new in pairs))
+    return Edit(description, replace=tuple((old, new) for old, new in pairs), think_s=float(think_s))
 
 
 def _is_pair(pair: object) -> bool:

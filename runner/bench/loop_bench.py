@@ -53,7 +53,7 @@ def loop_report(recorded: list[store.Experiment], wall_s: float, budget_s: float
     """Efficiency and the median of every part, from the experiments' recorded timings."""
     timings = [e.timings_json or {} for e in recorded]
     training = sum(t.get("training", 0.0) for t in timings)
-    medians = {part: statistics.median(t.get(part, 0.0) for t in timings) for part in PARTS}
+    medians = median_parts(recorded)
     experiment_wall = sum((e.ended_at or e.started_at) - e.started_at for e in recorded)
     return {
         "experiments": len(recorded), "budget_s": budget_s, "wall_s": wall_s, "training_s": training,
@@ -61,6 +61,12 @@ def loop_report(recorded: list[store.Experiment], wall_s: float, budget_s: float
         "between_experiments_s": (wall_s - experiment_wall) / len(recorded),
         "statuses": [e.status for e in recorded], "val_bpb": [e.val_bpb for e in recorded],
     }
+
+
+def median_parts(recorded: list[store.Experiment]) -> dict[str, float]:
+    """The median seconds of every part of an experiment (PARTS), from the recorded timings."""
+    timings = [e.timings_json or {} for e in recorded]
+    return {part: statistics.median(t.get(part, 0.0) for t in timings) for part in PARTS}
 
 
 def render(report: dict) -> str:
