@@ -1,9 +1,10 @@
-"""The dashboard: header, loss and GPU panels, and the history, leaderboard and progress views.
+"""The dashboard: header, loss and GPU panels, and the history, leaderboard, progress and fleet views.
 
-At 80x24 (compact) one view shows at a time, switched with 1, 2 and 3; from FULL_SIZE on, all three
-show at once. Steering keys queue commands in the store for the runner (see runner/control.py) from a
-worker thread, since the runner's acknowledgement takes up to a second; the ones that end or kill
-something ask first, and none of them exists in a read-only viewer.
+At 80x24 (compact) one view shows at a time, switched with 1, 2, 3 and 4; from FULL_SIZE on, the first
+three show at once, and a run on several slots (or nodes) shows its fleet above them: a lane per slot and
+a nodes panel (4 shows it for a one-slot run too). Steering keys queue commands in the store for the
+runner (see runner/control.py) from a worker thread, since the runner's acknowledgement takes up to a
+second; the ones that end or kill something ask first, and none of them exists in a read-only viewer.
 """
 
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from autoresearch.runner import control
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.record.status import LIVE
 from autoresearch.runner.record.store import Experiment
-from autoresearch.runner.record.views import run_state
+from autoresearch.runner.record.views import run_state, shown_name
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui.checks import DOCTOR_ARGV
 from autoresearch.tui.confirm import ConfirmScreen
@@ -29,8 +30,10 @@ from autoresearch.tui.editor import edit
 from autoresearch.tui.export import export_train_py
 from autoresearch.tui.gpu import GpuPanel
 from autoresearch.tui.history import HistoryTable
+from autoresearch.tui.lanes import LaneTable
 from autoresearch.tui.leaderboard import LeaderboardTable
 from autoresearch.tui.loss import LossPanel
+from autoresearch.tui.nodes import NodesPanel
 from autoresearch.tui.progress import ProgressChart
 from autoresearch.tui.rows import RowTable
 from autoresearch.tui.snapshot import Snapshot
@@ -38,7 +41,9 @@ from autoresearch.tui.start import DEFAULT_TAG, StartRunScreen
 from autoresearch.tui.summary import SummaryBar
 
 FULL_SIZE = (150, 40)
-VIEWS = {"history": "1 history", "leaderboard": "2 leaderboard", "progress": "3 val_bpb progress"}
+VIEWS = {"history": "1 history", "leaderboard": "2 leaderboard", "progress": "3 val_bpb progress",
+         "fleet": "4 slots"}
+FLEET_MAX_HEIGHT = 14  # the fleet row at full size: its lanes (or nodes) and borders, up to this many lines
 CONFIRMED = {"stop", "skip"}  # the steering commands that end or kill something
 WRITES = {"steer", "start_run", "edit_program", "export"}  # actions a read-only viewer does not have
 NO_RUN = ("No run in this workspace yet.\n\nPress n to start the research loop in the background "
@@ -63,7 +68,20 @@ class DashboardScreen(Screen[None]):
     DashboardScreen.-full #live { height: 2fr; }
     DashboardScreen.-full #views { height: 3fr; layout: grid; grid-size: 2 2; grid-columns: 3fr 2fr; }
     DashboardScreen.-full #history-view { row-span: 2; }
-    DashboardScreen.-empty #live, DashboardScreen.-empty #views { display: none; }
+    DashboardScreen.-empty #live, DashboardScreen.-empty #views, DashboardScreen.-empty #fleet-view {
+        display: none; }
+    DashboardScreen #fleet-view { display: none; }
+    DashboardScreen.-compact #fleet-view.-current { display: block; layout: vertical; }
+    DashboardScreen.-compact.-fleet-current #views { display: none; }
+    DashboardScreen #lanes-pane { height: 1fr; }
+    DashboardScreen #nodes-pane { height: auto; max-height: 6; border-top: solid $secondary;
+        border-title-color: $text-muted; }
+    DashboardScreen.-full.-fleet-shown #fleet-view { display: block; layout: horizontal; border: none; }
+    DashboardScreen.-full #lanes-pane { width: 2fr; height: 1fr; border: round $secondary;
+        border-title-color: $text; }
+    DashboardScreen.-full #lanes-pane:focus-within { border: round $accent; }
+    DashboardScreen.-full #nodes-pane { width: 1fr; min-width: 40; height: 1fr; max-height: 100%;
+        border: round $secondary; border-title-color: $text; }
     DashboardScreen #notice { display: none; }
     DashboardScreen.-empty #notice { display: block; }
     """
@@ -89,6 +107,8 @@ class DashboardScreen(Screen[None]):
                 id="dashboard.leaderboard"),
         Binding("3", "view('progress')", "Progress", show=False,
                 tooltip="val_bpb of every experiment, the kept frontier as a line", id="dashboard.progress"),
+        Binding("4", "view('fleet')", "Slots", show=False,
+                tooltip="A lane per slot (what it runs, its live loss) and the nodes", id="dashboard.fleet"),
     ]
 
     class Open(Message):
@@ -116,6 +136,8 @@ class DashboardScreen(Screen[None]):
         self.snapshot: Snapshot | None = None
         self.view = "history"
         self._shown_state: str | None = None
+        self._slot_source: tuple[Experiment, ...] = ()
+        self._slot_map: dict[int, str] = {}
 
     def compose(self) -> ComposeResult:
         yield SummaryBar(self.clock, id="summary")
@@ -123,6 +145,11 @@ class DashboardScreen(Screen[None]):
         with Horizontal(id="live"):
             yield LossPanel(id="loss")
             yield GpuPanel(self.clock, id="gpu")
+        with Container(id="fleet-view", classes="view"):
+            with Vertical(id="lanes-pane"):
+                yield LaneTable(self.clock, id="fleet")
+            with Vertical(id="nodes-pane"):
+                yield NodesPanel(self.clock, id="nodes")
         with Container(id="views"):
             with Vertical(id="history-view", classes="view -current"):
                 yield HistoryTable(id="history")
@@ -187,15 +214,36 @@ class DashboardScreen(Screen[None]):
         else:
             self.query_one(LossPanel).show(live, snapshot.live_points, snapshot.best, snapshot.best_points,
                                            snapshot.budget_s)
-        self.query_one(GpuPanel).show(snapshot.gpu)
+        self.query_one(GpuPanel).show(snapshot.gpu, self._slots_of(snapshot))
         self.query_one(HistoryTable).show(snapshot.experiments)
         self.query_one(LeaderboardTable).show(snapshot.experiments)
         self.query_one(ProgressChart).show(snapshot.experiments)
+        self.query_one(LaneTable).show(snapshot.lanes, snapshot.gpu, snapshot.nodes, snapshot.budget_s)
+        self.query_one(NodesPanel).show(snapshot.run, snapshot.nodes, snapshot.gpu)
+        self._fit()
+
+    def _slots_of(self, snapshot: Snapshot) -> dict[int, str]:
+        """The slot of each experiment of a run on several slots (the GPU panel groups samples by it)."""
+        if not snapshot.multi_slot:
+            return {}
+        if snapshot.experiments is not self._slot_source:
+            self._slot_source = snapshot.experiments
+            self._slot_map = {e.id: shown_name(e.slot) for e in snapshot.experiments if e.slot is not None}
+        return self._slot_map
 
     def _fit(self) -> None:
         full = self.size.width >= FULL_SIZE[0] and self.size.height >= FULL_SIZE[1]
         self.set_class(full, "-full")
         self.set_class(not full, "-compact")
+        multi = self.snapshot is not None and self.snapshot.multi_slot
+        self.set_class(full and (multi or self.view == "fleet"), "-fleet-shown")
+        self.set_class(self.view == "fleet", "-fleet-current")
+        fleet = self.query_one("#fleet-view")
+        if full and self.snapshot is not None:
+            rows = max(len(self.snapshot.lanes) + 1, len(self.snapshot.nodes), 1)
+            fleet.styles.height = min(rows + 2, FLEET_MAX_HEIGHT)
+        else:
+            fleet.styles.height = "1fr"
         self._titles()
 
     def _titles(self) -> None:
@@ -206,6 +254,8 @@ class DashboardScreen(Screen[None]):
             else:
                 title = label
             self.query_one(f"#{name}-view").border_title = title
+        self.query_one("#lanes-pane").border_title = None if compact else VIEWS["fleet"]
+        self.query_one("#nodes-pane").border_title = "nodes"
 
     # --- choosing ---------------------------------------------------------------------------------
 
@@ -213,7 +263,7 @@ class DashboardScreen(Screen[None]):
         self.view = name
         for key in VIEWS:
             self.query_one(f"#{key}-view").set_class(key == name, "-current")
-        self._titles()
+        self._fit()
         if name != "progress":
             self.query_one(f"#{name}", RowTable).focus()
 
@@ -224,6 +274,10 @@ class DashboardScreen(Screen[None]):
         leaderboard = self.query_one(LeaderboardTable)
         if leaderboard.has_focus and leaderboard.cursor_key is not None:
             return next((e for e in self.snapshot.experiments if e.seq == leaderboard.cursor_key), None)
+        lanes = self.query_one(LaneTable)
+        if lanes.has_focus:
+            lane = lanes.selected
+            return lane.experiment if lane is not None else None
         key = self.query_one(HistoryTable).cursor_key
         return next((e for e in reversed(self.snapshot.experiments) if e.id == key), None)
 

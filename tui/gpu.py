@@ -4,11 +4,13 @@ The runner's monitor samples the assigned GPU through NVML while an experiment t
 driver it samples the container's processes with psutil instead (device "cpu"), which this panel labels
 as CPU and RAM, never as a GPU. Samples are taken only during experiments, so a sample older than a few
 seconds means the machine is between experiments (or the runner is gone): the panel says so.
-The history runs over the last HISTORY_S seconds before the latest sample.
+The history runs over the last HISTORY_S seconds before the latest sample. On a run with several slots the
+samples are grouped by the slot of the experiment they were taken for (two CPU slots both sample "cpu",
+and two Ray nodes each have a "gpu0"), each block titled with its slot.
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import groupby
 
 from rich.text import Text
@@ -32,12 +34,18 @@ def bar(fraction: float, width: int) -> Text:
     return Text.assemble(("━" * done, style), ("━" * (width - done), "grey23"))
 
 
-def device_title(sample: GpuSample, now: float) -> Text:
-    """`gpu0 · 71°C · 312 W` or `CPU · no GPU driver (psutil)`, then how fresh the sample is."""
+def device_title(sample: GpuSample, now: float, slot: str | None = None) -> Text:
+    """`gpu0 · 71°C · 312 W` or `CPU · no GPU driver (psutil)`, then how fresh the sample is; the slot's name in
+    front when the block is a slot's (`cpu1 · CPU · …`, `node-b/gpu0 · 71°C`)."""
+    named = bool(slot) and slot != sample.device  # the slot's name says more than the device's
+    text = Text(f"{slot}", style="bold cyan") if named else Text()
     if sample.kind == "psutil":
-        text = Text.assemble(("CPU", "bold"), " · no GPU driver (psutil)")
+        text.append(" · " if named else "").append_text(Text.assemble(("CPU", "bold"), " · no GPU driver (psutil)"))
     else:
-        text = Text(sample.device, style="bold")
+        if not named:
+            text = Text(sample.device, style="bold")
+        elif not str(slot).endswith(f"/{sample.device}"):  # node-a/gpu0 already names gpu0
+            text.append(" · ").append(sample.device, style="bold")
         for value, unit in ((sample.temp_c, "°C"), (sample.power_w, " W")):
             if value is not None:
                 text.append(f" · {value:.0f}{unit}")
@@ -76,13 +84,17 @@ def history(samples: Sequence[GpuSample], value: Callable[[GpuSample], float | N
     return canvas.rows()
 
 
-def device_lines(samples: Sequence[GpuSample], now: float, width: int, height: int) -> list[Text]:
+def device_lines(samples: Sequence[GpuSample], now: float, width: int, height: int,
+                 slot: str | None = None) -> list[Text]:
     """One device's block: title, gauges, then the utilisation and memory history in the rows left."""
     latest = samples[-1]
     cpu = latest.kind == "psutil"
     busiest = max((s.util_percent or 0.0 for s in samples), default=0.0)
     cpu_scale = max(math.ceil(busiest / 100.0), 1) * 100.0  # whole cores: the busiest the processes were
-    lines = [device_title(latest, now), *gauges(latest, cpu_scale, width)]
+    title = device_title(latest, now, slot)
+    if slot:  # a slot's name first: cut the title rather than wrap it over the gauges
+        title.truncate(width, overflow="ellipsis")
+    lines = [title, *gauges(latest, cpu_scale, width)]
     room = height - len(lines)
     if room < 2:
         return lines[:height]
@@ -97,15 +109,23 @@ def device_lines(samples: Sequence[GpuSample], now: float, width: int, height: i
     return lines
 
 
-def panel_text(samples: Sequence[GpuSample], now: float, width: int, height: int) -> Text:
-    """Every sampled device's block, sharing the height."""
+def panel_text(samples: Sequence[GpuSample], now: float, width: int, height: int,
+               slots: Mapping[int, str] | None = None) -> Text:
+    """Every sampled device's block (every slot's, when slots maps experiment ids to slot names), sharing the
+    height."""
     if not samples:
         return Text("no samples yet: the runner samples the GPU (or, without one, the CPU) while an "
                     "experiment trains", style="dim")
-    devices = [list(group) for _, group in groupby(sorted(samples, key=lambda s: (s.device, s.id)),
-                                                   key=lambda s: s.device)]
-    share = max(height // len(devices), 1)
-    lines = [line for group in devices for line in device_lines(group, now, width, share)]
+    slots = slots or {}
+
+    def key(sample: GpuSample) -> tuple[str, str]:
+        slot = slots.get(sample.experiment_id) if sample.experiment_id is not None else None
+        return (slot, "") if slot is not None else ("", sample.device)
+
+    groups = [(slot, list(group)) for (slot, _), group in groupby(sorted(samples, key=lambda s: (*key(s), s.id)),
+                                                                  key=key)]
+    share = max(height // len(groups), 1)
+    lines = [line for slot, group in groups for line in device_lines(group, now, width, share, slot or None)]
     return Text("\n", no_wrap=True, overflow="crop").join(lines[:height])
 
 
@@ -118,15 +138,18 @@ class GpuPanel(Widget):
         super().__init__(**kwargs)
         self.clock = clock
         self._samples: tuple[GpuSample, ...] = ()
+        self._slots: Mapping[int, str] = {}
         self._stale = False
 
     def on_mount(self) -> None:
         self.border_title = "GPU"
         self.set_interval(1.0, self._check_stale)
 
-    def show(self, samples: tuple[GpuSample, ...]) -> None:
-        if samples is not self._samples:
-            self._samples = samples
+    def show(self, samples: tuple[GpuSample, ...], slots: Mapping[int, str] | None = None) -> None:
+        """slots: the slot of each experiment id, on a run with several (their samples are grouped by slot)."""
+        slots = slots or {}
+        if samples is not self._samples or slots != self._slots:
+            self._samples, self._slots = samples, slots
             self.border_title = "CPU · RAM" if samples and samples[-1].kind == "psutil" else "GPU"
             self.refresh()
 
@@ -138,4 +161,4 @@ class GpuPanel(Widget):
             self.refresh()
 
     def render(self) -> Text:
-        return panel_text(self._samples, self.clock(), self.size.width, self.size.height)
+        return panel_text(self._samples, self.clock(), self.size.width, self.size.height, self._slots)

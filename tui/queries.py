@@ -54,6 +54,13 @@ def point_count(conn: sqlite3.Connection, experiment_id: int) -> int:
     return conn.execute("SELECT COUNT(*) FROM metric_points WHERE experiment_id = ?", (experiment_id,)).fetchone()[0]
 
 
+def last_points(conn: sqlite3.Connection, experiment_id: int, limit: int) -> list[store.MetricPoint]:
+    """The experiment's newest `limit` metric points, in step order."""
+    rows = conn.execute(f"SELECT {', '.join(store.METRIC_COLUMNS)} FROM metric_points WHERE experiment_id = ? "
+                        "ORDER BY step DESC LIMIT ?", (experiment_id, limit)).fetchall()
+    return [_decoded(store.MetricPoint, row) for row in reversed(rows)]
+
+
 def gpu_samples_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[store.GpuSample]:
     """Up to the latest `limit` samples with id > after_id, oldest first."""
     rows = conn.execute(f"{GPU_SQL} WHERE id > ? ORDER BY id DESC LIMIT ?", (after_id, limit)).fetchall()

@@ -76,6 +76,7 @@ class RowTable(ScrollView, can_focus=True):
         self.placeholder = placeholder
         self.rows: Sequence[Any] = ()
         self.cursor = 0
+        self.hidden: frozenset[str] = frozenset()  # labels of columns left out whatever the width
 
     # --- data -------------------------------------------------------------------------------------
 
@@ -145,7 +146,7 @@ class RowTable(ScrollView, can_focus=True):
 
     def layout(self, width: int) -> list[tuple[int, Column, int]]:
         """(index, column, width) of the columns shown at this width (the flexible one gets the rest)."""
-        shown = [(i, c) for i, c in enumerate(self.columns) if width >= c.hide_below]
+        shown = [(i, c) for i, c in enumerate(self.columns) if width >= c.hide_below and c.label not in self.hidden]
         fixed = sum(c.width or 0 for _, c in shown) + GAP * (len(shown) - 1)
         return [(i, c, c.width if c.width is not None else max(width - fixed, 4)) for i, c in shown]
 

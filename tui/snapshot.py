@@ -14,7 +14,9 @@ Everything is read incrementally, so a poll costs the same with 10 experiments o
 - metric points: only new steps of the followed experiment (points are never updated), with a row
   count as a check that catches a train.py printing steps out of order; the best kept experiment's
   points are read once per best;
-- GPU samples: only rows newer than the last one read, keeping the last HISTORY_SAMPLES.
+- GPU samples: only rows newer than the last one read, keeping the last HISTORY_SAMPLES;
+- lanes (one per slot of the run, views.slot_lanes): the last LANE_POINTS points of each experiment a slot
+  runs, one bounded query per busy slot; nodes: the run's `nodes` rows (one per node).
 A part that did not change is the same object in the next snapshot, so a panel compares by identity.
 """
 
@@ -31,7 +33,20 @@ from autoresearch.tui import queries
 
 TAIL = 3  # the newest experiments are always read again (the loop updates them after they settle)
 HISTORY_SAMPLES = 2400  # GPU samples kept for the history: 10 minutes at the monitor's 4 Hz
+LANE_POINTS = 48  # the points of a lane's sparkline: the newest of the experiment it runs
 EARLIEST = -(2**63)
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One slot of the run, the experiment it runs (if any) and that experiment's newest points."""
+
+    slot: views.SlotLane
+    points: tuple[store.MetricPoint, ...] = ()  # its last LANE_POINTS, in step order
+
+    @property
+    def experiment(self) -> store.Experiment | None:
+        return self.slot.experiment
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,14 @@ class Snapshot:
     gpu: tuple[store.GpuSample, ...] = ()  # the latest samples, oldest first
     spent_usd: float = 0.0
     model: str | None = None  # the agent's model, when it has one
+    lanes: tuple[Lane, ...] = ()  # one per slot of the run (one unnamed lane for a run that recorded none)
+    nodes: tuple[store.Node, ...] = ()  # the run's nodes as the runner last saw them (none for a local run)
+
+    @property
+    def multi_slot(self) -> bool:
+        """More than one slot, or nodes of a cluster: the dashboard then shows its lanes and nodes."""
+        run = self.run
+        return len(self.lanes) > 1 or bool(self.nodes) or (run is not None and run.executor == "ray")
 
     @property
     def baseline(self) -> store.Experiment | None:
@@ -90,6 +113,8 @@ class StorePoller:
     _best_points: tuple[store.MetricPoint, ...] = ()
     _gpu: deque = field(default_factory=lambda: deque(maxlen=HISTORY_SAMPLES))
     _gpu_tuple: tuple[store.GpuSample, ...] = ()
+    _lanes: tuple[Lane, ...] = ()
+    _nodes: tuple[store.Node, ...] = ()
 
     def poll(self, force: bool = False) -> Snapshot | None:
         """A new snapshot, or None when nothing changed since the last one."""
@@ -151,6 +176,7 @@ class StorePoller:
             best=best, best_points=self._read_best_points(conn, best.id) if best else (),
             budget_s=views.run_budget_s(run), gpu=gpu, spent_usd=store.spent_usd(conn, run.id),
             model=queries.latest_model(conn, run.id) or configured_model(run),
+            lanes=self._read_lanes(conn, run, experiments), nodes=self._read_nodes(conn, run.id),
         )
 
     def _read_experiments(self, conn: sqlite3.Connection, run_id: int) -> tuple[store.Experiment, ...]:
@@ -187,6 +213,28 @@ class StorePoller:
             self._best_id = experiment_id
             self._best_points = tuple(store.metric_points(conn, experiment_id, since_step=EARLIEST))
         return self._best_points
+
+    def _read_lanes(self, conn: sqlite3.Connection, run: store.Run,
+                    experiments: tuple[store.Experiment, ...]) -> tuple[Lane, ...]:
+        previous = {lane.experiment.id: lane.points for lane in self._lanes if lane.experiment is not None}
+        lanes = []
+        for slot in views.slot_lanes(run, experiments):
+            points: tuple[store.MetricPoint, ...] = ()
+            if slot.experiment is not None:
+                points = tuple(queries.last_points(conn, slot.experiment.id, LANE_POINTS))
+                old = previous.get(slot.experiment.id)
+                points = old if old == points else points
+            lanes.append(Lane(slot, points))
+        new = tuple(lanes)
+        if new != self._lanes:
+            self._lanes = new
+        return self._lanes
+
+    def _read_nodes(self, conn: sqlite3.Connection, run_id: int) -> tuple[store.Node, ...]:
+        nodes = tuple(store.list_nodes(conn, run_id))
+        if nodes != self._nodes:
+            self._nodes = nodes
+        return self._nodes
 
     def _read_gpu(self, conn: sqlite3.Connection) -> tuple[store.GpuSample, ...]:
         after = self._gpu[-1].id if self._gpu else EARLIEST

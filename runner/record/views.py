@@ -1,8 +1,10 @@
 """What a run produced, read from the store and git: the read models the CLI and the TUI both show.
 
 Each answer is worked out here once: the best experiment, the baseline, the leaderboard, whether the
-runner is alive (else the run shows as dead), the time budget and the sandbox of a run; the agent's
-spending is the store's `spent_usd`. The pure ones take experiments already read (the TUI reads them
+runner is alive (else the run shows as dead), the time budget and the sandbox of a run, its slots (what
+each one runs) and nodes; the agent's spending is the store's `spent_usd`. Only candidates count as keeps:
+an extra seed of the baseline (role noise) or of a close keep (role confirm) is a measurement, never a
+leaderboard entry, whatever its status says. The pure ones take experiments already read (the TUI reads them
 incrementally); the others open nothing and only read, so they work while the runner writes.
 """
 
@@ -20,11 +22,20 @@ import pygit2
 
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.record import gitrepo, store
-from autoresearch.runner.record.status import DEAD, JUDGED, LIVE, Status
+from autoresearch.runner.record.status import DEAD, JUDGED, LIVE, OPEN, Status
+from autoresearch.runner.record.untrusted import as_data
 
 HEARTBEAT_STALE_S = 30.0
 RESULTS_CRASH = "crash"  # autoresearch's results.tsv knows keep/discard/crash: every other status is written so
 UNISOLATED_SANDBOXES = frozenset({"process"})  # providers that run task code as plain processes
+MEASUREMENT_ROLES = frozenset({"noise", "confirm"})  # experiments.role of extra seeds: never a keep of their own
+NAME_CHARS = 64  # a slot's or node's name as shown: a node names itself, so it is untrusted text
+LOCAL_NODE = "local"
+# A node's state as the runner records it (runner/executors/base.py NODE_STATES); a local host without a live
+# runner shows idle. The words of older drafts (alive, dead, left) read the same way.
+NODE_UP = frozenset({"ready", "alive"})  # takes experiments
+NODE_DOWN = frozenset({"lost", "refused", "dead"})  # stopped answering, or refused at join: shown in red
+IDLE = "idle"
 
 
 @dataclass(frozen=True)
@@ -53,17 +64,53 @@ class RunStatus:
     baseline_val_bpb: float | None
     best_commit: str | None
     spent_usd: float
-    running: str | None  # the experiment being trained, if any
+    running: str | None  # an experiment being trained (the newest, when several slots train), if any
     sandbox: str | None = None  # the sandbox provider's name (None: recorded before runs kept it)
     isolated: bool | None = None  # False: experiments ran as plain processes (None: unknown)
+    executor: str | None = None  # local or ray (None: recorded before runs kept it: one local slot)
+    device: str | None = None  # the device model every slot shares (a GPU's name, or cpu)
+    slots: list[str] | None = None  # the slots the run last ran on (None: not recorded)
+    running_by_slot: list[dict] | None = None  # one dict per open experiment: slot, node, seq, role, ...
+    nodes: list[dict] | None = None  # one dict per node: name, address, gpus, device, state, util_percent, seen_at
+
+
+@dataclass(frozen=True)
+class SlotLane:
+    """One slot of a run and the experiment it runs now (None: idle). Names are shown as data."""
+
+    slot: str  # "gpu0", "node-b/gpu1"; "–" for an older run's one slot, which had no name
+    node: str
+    device: str | None  # the GPU model or cpu
+    where: str | None  # the GPU's uuid or the CPU slot's cores
+    experiment: store.Experiment | None
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One node of a run as shown: the runner's `nodes` row, or the local host from the run's slots."""
+
+    name: str
+    address: str | None
+    gpus: int
+    device: str | None
+    state: str  # starting, ready, refused, lost, gone, or idle (a local host without a live runner)
+    util_percent: float | None
+    seen_at: float | None
+    slots: int
+    note: str | None = None  # why it is refused or lost, as the runner recorded it (data)
 
 
 # --- experiments: best, baseline, leaderboard ----------------------------------------------------------
 
 
+def candidate(experiment: store.Experiment) -> bool:
+    """The baseline or a candidate: not an extra seed measuring the noise (noise) or checking a keep (confirm)."""
+    return experiment.role not in MEASUREMENT_ROLES
+
+
 def kept(experiments: Iterable[store.Experiment]) -> list[store.Experiment]:
-    """The kept experiments with a score, in the run's order."""
-    return [e for e in experiments if e.status == Status.KEEP and e.val_bpb is not None]
+    """The kept candidates with a score, in the run's order (never a noise or confirm seed)."""
+    return [e for e in experiments if e.status == Status.KEEP and e.val_bpb is not None and candidate(e)]
 
 
 def best(experiments: Iterable[store.Experiment]) -> store.Experiment | None:
@@ -75,8 +122,8 @@ def best(experiments: Iterable[store.Experiment]) -> store.Experiment | None:
 
 
 def baseline(experiments: Iterable[store.Experiment]) -> store.Experiment | None:
-    """The run's baseline: its first kept experiment, or None."""
-    return next((e for e in experiments if e.status == Status.KEEP), None)
+    """The run's baseline: its first kept candidate, or None."""
+    return next((e for e in experiments if e.status == Status.KEEP and candidate(e)), None)
 
 
 def counts(experiments: Iterable[store.Experiment]) -> dict[str, int]:
@@ -94,6 +141,80 @@ def leaderboard_rows(experiments: Iterable[store.Experiment]) -> list[Leaderboar
     return [LeaderboardRow(rank, e.seq, (e.commit_sha or "")[:7], e.val_bpb, first - e.val_bpb,  # type: ignore[operator, arg-type]
                            e.test_bpb, memory_mb(e), e.description)
             for rank, e in enumerate(ranked, start=1)]
+
+
+def near_miss(experiment: store.Experiment) -> bool:
+    """The keep rule recorded it as a near miss (an improvement on a parent that was no longer the best)."""
+    judge = experiment.judge_json
+    return isinstance(judge, dict) and judge.get("near_miss") is True
+
+
+def shown_name(value: object) -> str:
+    """A slot's or node's name as data: escaped and bounded (a Ray node names itself)."""
+    return as_data(str(value), NAME_CHARS) if value is not None else "–"
+
+
+# --- slots and nodes -----------------------------------------------------------------------------------
+
+
+def run_slots(run: store.Run) -> list[dict]:
+    """The run's slots as recorded (runs.slots_json), each a dict with at least a name; [] before the column."""
+    slots = run.slots_json if isinstance(run.slots_json, list) else []
+    return [s for s in slots if isinstance(s, dict) and s.get("name") is not None]
+
+
+def slot_lanes(run: store.Run, experiments: Iterable[store.Experiment]) -> list[SlotLane]:
+    """A lane per slot of the run, with the experiment open there (the running one, else the newest pending).
+
+    Slots come from runs.slots_json, then any slot an open experiment names that the list lacks (a slot
+    of a node that left). A run that recorded no slots (older runs, one local slot) has one unnamed lane,
+    with its newest open experiment.
+    """
+    open_ = [e for e in experiments if e.status in OPEN]
+    slots = run_slots(run)
+    if not slots:
+        top = open_[-1] if open_ else None
+        slot = top.slot if top is not None and top.slot else None
+        node = top.node if top is not None and top.node else LOCAL_NODE
+        return [SlotLane(shown_name(slot) if slot else "–", shown_name(node), _optional(run.device), None, top)]
+    by_slot: dict[str, store.Experiment] = {}
+    for e in open_:
+        if e.slot is not None and (e.status == Status.RUNNING or by_slot.get(e.slot, e).status != Status.RUNNING):
+            by_slot[e.slot] = e
+    lanes = [SlotLane(shown_name(s["name"]), shown_name(s.get("node") or LOCAL_NODE), _optional(s.get("device")),
+                      _optional(s.get("gpu_uuid") or s.get("cpuset")), by_slot.pop(str(s["name"]), None))
+             for s in slots]
+    lanes += [SlotLane(shown_name(slot), shown_name(e.node or LOCAL_NODE), None, None, e)
+              for slot, e in by_slot.items()]
+    return lanes
+
+
+def fleet_nodes(run: store.Run, rows: Iterable[store.Node], alive: bool,
+                util_percent: float | None = None) -> list[NodeView]:
+    """The run's nodes: the runner's rows (Ray), else the hosts its slots name (local: this host).
+
+    alive: whether the run's runner is alive (a local host is idle without it); util_percent: the local
+    host's utilisation now, from its latest GPU (or CPU) samples, when the caller has them.
+    """
+    slots = run_slots(run)
+    per_node = Counter(str(s.get("node") or LOCAL_NODE) for s in slots)
+    nodes = [NodeView(shown_name(n.name), _optional(n.address), n.gpus, _optional(n.device), n.state,
+                      n.util_percent, n.seen_at, per_node.get(n.name, 0), _optional(getattr(n, "note", None)))
+             for n in rows]
+    if nodes or not slots:
+        return nodes
+    for node, count in per_node.items():
+        on_node = [s for s in slots if str(s.get("node") or LOCAL_NODE) == node]
+        gpus = sum(1 for s in on_node if s.get("gpu_uuid"))
+        device = next((s.get("device") for s in on_node if s.get("device")), run.device)
+        address = run.host if node == LOCAL_NODE else None
+        nodes.append(NodeView(shown_name(node), _optional(address), gpus, _optional(device),
+                              "ready" if alive else IDLE, util_percent if alive else None, None, count))
+    return nodes
+
+
+def _optional(value: object) -> str | None:
+    return None if value is None or value == "" else shown_name(value)
 
 
 def memory_mb(experiment: store.Experiment) -> float | None:
@@ -160,14 +281,23 @@ def run_status(conn: sqlite3.Connection, run: store.Run) -> RunStatus:
     top, first = best(experiments), baseline(experiments)
     now = time.time()
     alive = runner_alive(run, now)
-    running = next((f"#{e.seq} {e.description}" for e in experiments if e.status == Status.RUNNING), None)
+    running_now = [e for e in experiments if e.status == Status.RUNNING]
+    running = f"#{running_now[-1].seq} {running_now[-1].description}" if running_now else None
+    by_slot = [{"slot": lane.slot, "node": lane.node, "seq": lane.experiment.seq, "status": str(lane.experiment.status),
+                "role": lane.experiment.role, "description": lane.experiment.description,
+                "elapsed_s": max(now - lane.experiment.started_at, 0.0)}
+               for lane in slot_lanes(run, experiments) if lane.experiment is not None]
+    nodes = [asdict(n) for n in fleet_nodes(run, store.list_nodes(conn, run.id), alive)]
     return RunStatus(
         tag=run.tag, state=run_state(run, now), alive=alive, pid=run.pid,
         note=run.note, elapsed_s=(run.ended_at or now) - run.started_at, experiments=len(experiments),
         counts=counts(experiments), best_val_bpb=top.val_bpb if top else None,
         baseline_val_bpb=first.val_bpb if first else None, best_commit=top.commit_sha if top else None,
         spent_usd=store.spent_usd(conn, run.id), running=running if alive else None, sandbox=run.sandbox,
-        isolated=isolated(run.sandbox))
+        isolated=isolated(run.sandbox), executor=run.executor, device=run.device,
+        slots=[shown_name(s["name"]) for s in run_slots(run)] if run.slots_json is not None else None,
+        running_by_slot=by_slot if alive else [], nodes=nodes)
+
 
 
 def leaderboard(conn: sqlite3.Connection, run: store.Run) -> list[LeaderboardRow]:
@@ -247,15 +377,25 @@ def status_dict(status: RunStatus) -> dict:
 def render_status(status: RunStatus) -> str:
     done = ", ".join(f"{count} {name}" for name, count in sorted(status.counts.items())) or "none"
     hours = status.elapsed_s / 3600
-    lines = [f"run {status.tag}: {status.state}" + (f" (pid {status.pid})" if status.alive else "")
+    lines = [f"run {status.tag}: {status.state}" + (f" (pid {status.pid})" if status.alive and status.pid else "")
              + (f" - {status.note}" if status.note and not status.alive else ""),
              f"  elapsed {hours:.2f} h, {status.experiments} experiments: {done}"]
     label = sandbox_label(status.sandbox)
     if label:
         lines.append(f"  {label}" + ("" if status.isolated else ": experiments ran as plain processes, "
                                                                    "without isolation"))
-    if status.running:
+    fleet = _fleet_line(status)
+    if fleet:
+        lines.append(fleet)
+    lanes = [r for r in status.running_by_slot or [] if r["slot"] != "–"]
+    for lane in lanes:
+        role = f" ({lane['role']} seed)" if lane.get("role") else ""
+        where = lane["slot"] if lane["node"] == LOCAL_NODE else f"{lane['slot']} on {lane['node']}"
+        lines.append(f"  {where}: {lane['status']} #{lane['seq']}{role} {' '.join(lane['description'].split())}")
+    if status.running and not lanes:
         lines.append(f"  training {status.running}")
+    for node in status.nodes or []:
+        lines.append("  " + _node_line(node, time.time()))
     if status.best_val_bpb is not None:
         gain = status.baseline_val_bpb - status.best_val_bpb
         lines.append(f"  best val_bpb {status.best_val_bpb:.6f} ({gain:+.6f} over the baseline "
@@ -264,3 +404,44 @@ def render_status(status: RunStatus) -> str:
     if status.state == DEAD:
         lines.append("  the runner died: `autoresearch run --tag " + status.tag + "` resumes it")
     return "\n".join(lines)
+
+
+def _fleet_line(status: RunStatus) -> str | None:
+    """`executor local, device NVIDIA H100, 2 slots (1 idle)`; None for a run that recorded none of it."""
+    if status.executor is None and status.device is None and not status.slots:
+        return None
+    parts = [f"executor {status.executor or 'local'}"]
+    if status.device:
+        parts.append(f"device {shown_name(status.device)}")
+    if status.slots:
+        busy = sum(1 for r in status.running_by_slot or [] if r["slot"] in status.slots)
+        idle = len(status.slots) - busy
+        parts.append(f"{len(status.slots)} slot{'s' if len(status.slots) != 1 else ''}"
+                     + (f" ({idle} idle)" if status.alive and idle else ""))
+    return "  " + ", ".join(parts)
+
+
+def _node_line(node: dict, now: float) -> str:
+    """`node node-b (10.0.0.2): LOST, 2 GPUs NVIDIA H100, last seen 65 s ago: why`."""
+    state = node["state"]
+    address = f" ({node['address']})" if node.get("address") else ""
+    what = [state.upper() if state in NODE_DOWN else state]
+    gpus = node.get("gpus") or 0
+    what.append(f"{gpus} GPU{'s' if gpus != 1 else ''}" + (f" {node['device']}" if node.get("device") else "")
+                if gpus else f"{node.get('slots') or 0} slots on {node.get('device') or 'cpu'}")
+    if node.get("util_percent") is not None and state in NODE_UP:
+        what.append(f"{node['util_percent']:.0f}% busy")
+    if node.get("seen_at") is not None and state not in NODE_UP:
+        what.append(f"last seen {_duration(now - node['seen_at'])} ago")
+    note = f": {node['note']}" if node.get("note") else ""
+    return f"node {node['name']}{address}: " + ", ".join(what) + note
+
+
+def _duration(seconds: float) -> str:
+    """`42 s`, `12 min`, `3.1 h` or `5.0 days`."""
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172_800 else f"{seconds / 86_400:.1f} days"

@@ -6,7 +6,7 @@ under test gets `clock=lambda: NOW`, so what the screens show is the same at eve
 
 import math
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pygit2
@@ -181,3 +181,79 @@ def _findings(conn: sqlite3.Connection, exp_id: int, status: str) -> None:
         "crash": [Finding("dynamic.exit_code", "low", "flag", "train.py exited with 1", {"exit_code": 1})],
     }.get(status, [])
     store.add_findings(conn, exp_id, findings)
+
+
+# --- a run on several slots ------------------------------------------------------------------------------
+
+# (status, val_bpb, test_bpb, description, change, role, judge) of a run on two slots: the baseline, two
+# seeds of it measuring the noise, candidates, a close keep's confirming seed, a near miss, and one
+# experiment running on each slot.
+FLEET_PLAN: tuple = (
+    ("keep", 0.997900, 0.998112, "baseline", None, None, None),
+    ("ok", 0.999120, None, "baseline", None, "noise", None),
+    ("ok", 0.996840, None, "baseline", None, "noise", None),
+    ("discard", 1.001234, None, "raise LR to 0.02", ("LR = 0.010", "LR = 0.020"), None, None),
+    ("keep", 0.988500, 0.989020, "deeper model: DEPTH 4 -> 6", ("DEPTH = 4", "DEPTH = 6"), None,
+     {"best_bpb": 0.9979, "threshold": 0.0031, "noise_std": 0.0012, "confirmed_by": 6}),
+    ("ok", 0.988900, None, "deeper model: DEPTH 4 -> 6", None, "confirm", None),
+    ("discard", 0.987100, None, "shorter warmup", ("WARMUP = 100", "WARMUP = 20"), None,
+     {"best_bpb": 0.9885, "threshold": 0.0031, "stale_parent": True, "near_miss": True}),
+    ("crash", None, None, "WIDTH 512 with a typo", ("WIDTH = 256", "WIDTH = 512x"), None, None),
+    ("running", None, None, "label smoothing 0.1", ("WARMUP = 100", "WARMUP = 120"), None, None),
+    ("running", None, None, "cosine schedule to zero", ("return LR * DEPTH", "return LR * DEPTH * 0.5"), None,
+     None),
+)
+CPU_SLOTS = ({"name": "cpu0", "node": "local", "gpu_uuid": None, "cpuset": "0", "device": "cpu"},
+             {"name": "cpu1", "node": "local", "gpu_uuid": None, "cpuset": "1", "device": "cpu"})
+H100 = "NVIDIA H100 80GB HBM3"
+HOSTILE_NODE = "\x1b[2J\x1b]0;pwned\x07[@click=app.quit]node[/] \u202eevil"  # a node names itself
+RAY_SLOTS = tuple({"name": f"{node}/gpu{i}", "node": node, "gpu_uuid": f"GPU-{node}-{i}", "cpuset": None,
+                   "device": H100} for node, i in (("node-a", 0), ("node-a", 1), ("node-b", 0)))
+
+
+def seed_fleet(root: Path, *, ray: bool = False, node_name: str = "node-b") -> Seeded:
+    """A workspace whose run "main" ran FLEET_PLAN on two local CPU slots, or (ray) on three GPU slots of two Ray
+    nodes, node-a ready and node_name lost: its experiment was interrupted and runs again on node-a, so its
+    slot is idle. Each running experiment has its own loss points and samples."""
+    plan = tuple(row[:5] for row in FLEET_PLAN)
+    if ray:  # the experiment node_name lost, closed as interrupted, before the two that run now
+        plan = (*plan[:-2], ("killed", None, None, "label smoothing 0.1", ("WARMUP = 100", "WARMUP = 120")),
+                *plan[-2:])
+    seeded = seed_workspace(root, gpu=ray, plan=plan, sandbox="docker")
+    slots = [dict(s) for s in (RAY_SLOTS if ray else CPU_SLOTS)]
+    if ray:
+        slots[2] = {**slots[2], "name": f"{node_name}/gpu0", "node": node_name}
+    conn = store.open_store(seeded.ws.store_path)
+    try:
+        store.update_run(conn, seeded.run_id, executor="ray" if ray else "local", device=H100 if ray else "cpu",
+                         slots_json=slots)
+        roles = [row[5:] for row in FLEET_PLAN]
+        if ray:
+            roles = [*roles[:-2], (None, None), *roles[-2:]]
+        running = [i for i, (status, *_rest) in enumerate(plan) if status == "running"]
+        for index, (exp_id, (role, judge)) in enumerate(zip(seeded.experiment_ids, roles, strict=True)):
+            slot = slots[index % 2] if index not in running else slots[running.index(index)]
+            if ray and plan[index][0] == "killed":
+                slot = slots[2]
+                store.update_experiment(conn, exp_id, exit_reason=f"interrupted: node {node_name} stopped answering")
+            store.update_experiment(conn, exp_id, slot=slot["name"], node=slot["node"], role=role, judge_json=judge,
+                                    seed=index + 1 if role else None)
+        first, second = (seeded.experiment_ids[i] for i in running)
+        conn.execute("DELETE FROM gpu_samples")
+        conn.execute("DELETE FROM metric_points WHERE experiment_id = ?", (second,))
+        store.add_metric_points(conn, second, loss_points(10, 12.0))
+        for exp_id, offset, device in ((first, 0.0, "gpu0"), (second, 100.0, "gpu1" if ray else "cpu")):
+            samples = [replace(s, device=device if ray else "cpu", util_percent=s.util_percent * (0.5 if offset
+                                                                                                   else 1.0))
+                       for s in gpu_history(NOW - 0.5, ray, seconds=120)]
+            store.add_gpu_samples(conn, exp_id, samples)
+        if ray:
+            store.set_node(conn, seeded.run_id, "node-a", state="ready", gpus=2, address="10.0.0.11", device=H100,
+                           util_percent=87.0)
+            store.set_node(conn, seeded.run_id, node_name, state="lost", gpus=1, address="10.0.0.12", device=H100,
+                           util_percent=None, note="no heartbeat for 63 s")
+            conn.execute("UPDATE nodes SET seen_at = ? WHERE name = ?", (NOW - 0.5, "node-a"))
+            conn.execute("UPDATE nodes SET seen_at = ? WHERE name = ?", (NOW - 75.0, node_name))
+    finally:
+        conn.close()
+    return seeded

@@ -16,7 +16,7 @@ from autoresearch.tui.experiment import ExperimentScreen
 from autoresearch.tui.logview import LogLines
 from autoresearch.tui.welcome import DEFAULT_FOLDER
 from tests.tui.conftest import fake_doctor, make_app, shown, wait_for
-from tests.tui.seed import seed_workspace
+from tests.tui.seed import seed_fleet, seed_workspace
 
 
 async def dashboard(pilot: Pilot) -> None:
@@ -71,6 +71,16 @@ def test_dead_runner_without_gpu(tmp_path, snap_compare):
 def test_a_run_without_isolation(tmp_path, snap_compare):
     seeded = seed_workspace(tmp_path / "ws", sandbox="process")
     assert snap_compare(make_app(seeded.ws), run_before=dashboard)
+
+
+def test_a_run_on_two_slots_at_full_size(tmp_path, snap_compare):
+    seeded = seed_fleet(tmp_path / "ws")
+    assert snap_compare(make_app(seeded.ws), terminal_size=(150, 40), run_before=dashboard)
+
+
+def test_a_ray_run_with_a_dead_node_in_view_4_at_80x24(tmp_path, snap_compare):
+    seeded = seed_fleet(tmp_path / "ws", ray=True)
+    assert snap_compare(make_app(seeded.ws), press=["4"], run_before=dashboard)
 
 
 def test_too_small(seeded, snap_compare):
