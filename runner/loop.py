@@ -26,7 +26,6 @@ candidate starts; what is in flight finishes and is judged.
 import dataclasses
 import json
 import os
-import queue
 import socket
 import statistics
 import threading
@@ -70,9 +69,10 @@ from autoresearch.runner.lock import runner_lock
 from autoresearch.runner.phases.compile_seed import CompileCache, Seed, seed_folder
 from autoresearch.runner.phases.experiment import SCORE_DEADLINE_S, SKIPPED_REASON
 from autoresearch.runner.phases.sources import source_lines
+from autoresearch.runner.proposer import Proposer
 from autoresearch.runner.record import gitrepo, store, views
 from autoresearch.runner.record.recorder import ExperimentRecorder, LiveRecorder
-from autoresearch.runner.record.status import FAILED, INTERRUPTED, OPEN, RunState, Status, interrupted
+from autoresearch.runner.record.status import FAILED, INTERRUPTED, OPEN, Role, RunState, Status, interrupted
 from autoresearch.runner.record.untrusted import DESCRIPTION_CHARS, as_data
 from autoresearch.runner.sandbox.base import (
     EXPERIMENT_LABEL,
@@ -108,8 +108,6 @@ CONFIRM_SEED = 1_000_003  # the second seed of a close keep (train.py's own defa
 NEAR_MISSES_SHOWN = 3
 RAY_SLOTS_WAIT_S = 120.0  # for the first slot of a Ray cluster (each node prepares its data first)
 NODES_EVERY_S = 5.0  # how often the run records what its executor knows of its nodes
-NOISE = "noise"  # experiments.role of a baseline seed measuring the run's noise
-CONFIRMATION = "confirm"  # experiments.role of a close keep's second seed
 
 
 class SandboxGaveUp(Exception):
@@ -144,7 +142,7 @@ class Work:
     code: bytes
     description: str
     parent_sha: str | None
-    role: str | None = None  # None: the baseline or a candidate; NOISE or CONFIRMATION
+    role: str | None = None  # None: the baseline or a candidate; Role.NOISE or Role.CONFIRM
     seed: int | None = None
     proposal: Proposal | None = None
     propose_s: float = 0.0
@@ -172,55 +170,6 @@ class Flight:
     model_ticket: int | None = None  # a test job: the training job whose model it scores
     began: float = field(default_factory=time.monotonic)
     cancelled_at: float | None = None
-
-
-class Proposer:
-    """The agent, in a thread of its own: one proposal at a time, from a context the loop built; what the loop
-    learns of each outcome reaches the agent in the same thread, before its next proposal."""
-
-    def __init__(self, agent: Agent, on_exit: Callable[[], None]):
-        self.agent, self.on_exit = agent, on_exit
-        self.busy = False
-        self._asks: queue.Queue = queue.Queue()
-        self._answers: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._serve, name="proposer", daemon=True)
-        self._thread.start()
-
-    def ask(self, context: ProposalContext, wave: int | None) -> None:
-        self.busy = True
-        self._asks.put(("propose", (context, wave)))
-
-    def observe(self, outcome: Outcome) -> None:
-        self._asks.put(("observe", outcome))
-
-    def answers(self) -> list[tuple[Proposal | BaseException, float, int | None, str | None]]:
-        """(proposal or the error it raised, seconds it took, its wave, the parent commit it was proposed from)."""
-        found = []
-        while not self._answers.empty():
-            found.append(self._answers.get_nowait())
-            self.busy = False
-        return found
-
-    def close(self) -> None:
-        self._asks.put(None)
-        self._thread.join(timeout=5)
-
-    def _serve(self) -> None:
-        try:
-            while (ask := self._asks.get()) is not None:
-                kind, item = ask
-                if kind == "observe":
-                    self.agent.observe(item)
-                    continue
-                context, wave = item
-                began = time.monotonic()
-                try:
-                    answer: Proposal | BaseException = self.agent.propose(context)
-                except BaseException as exc:  # the loop's thread decides what an error means
-                    answer = exc
-                self._answers.put((answer, time.monotonic() - began, wave, context.parent_sha))
-        finally:
-            self.on_exit()
 
 
 class Loop:
@@ -313,7 +262,7 @@ class Loop:
         ray_executor = executor_class("ray")
         executor = ray_executor(self.settings, self.pre.labels, self.settings.flavor, task_dir=self.ws.task_dir,
                                 data=self.pre.data, source=self.pre.source, state_dir=self.ws.state_dir)
-        if not executor.wait_for_slots(1, RAY_SLOTS_WAIT_S):
+        if not executor.wait_for_slots(self.settings.executor.slots or 1, RAY_SLOTS_WAIT_S):
             executor.close()
             raise UserError(f"no node of the Ray cluster offered a slot within {RAY_SLOTS_WAIT_S:.0f} s: join a box "
                             "with `autoresearch node join HEAD` (its GPUs become slots), then run again")
@@ -390,19 +339,19 @@ class Loop:
             self.noise_std = noise.std_bpb
         elif base is not None:
             self.noise_values = [base.val_bpb] + [e.val_bpb for e in experiments  # type: ignore[list-item]
-                                                  if e.role == NOISE and e.val_bpb is not None]
+                                                  if e.role == Role.NOISE and e.val_bpb is not None]
             self._queue_noise(base, already=len(self.noise_values) - 1)
         for e in experiments:
             if e.role is None and e.status == Status.OK and not (e.judge_json or {}).get("awaiting_confirmation"):
                 self.unjudged.append((e.id, None))
             elif e.role is None and e.status == Status.OK:
                 self.confirming[e.id] = Judgement.from_json(e.judge_json)  # type: ignore[arg-type]
-                self.queue.append(Work(b"", e.description, e.parent_sha, CONFIRMATION, CONFIRM_SEED,
+                self.queue.append(Work(b"", e.description, e.parent_sha, Role.CONFIRM, CONFIRM_SEED,
                                        commit_sha=e.commit_sha, confirms=e.id))
 
     def _rerun(self, experiment: store.Experiment) -> None:
         """Queue an interrupted experiment to run again: the same train.py, role and seed."""
-        if experiment.role == NOISE:
+        if experiment.role == Role.NOISE:
             self.noise_open += 1
         self.queue.append(Work(b"", rerun_description(experiment), experiment.parent_sha, experiment.role,
                                experiment.seed, commit_sha=experiment.commit_sha,
@@ -491,7 +440,12 @@ class Loop:
 
     def _free_slots(self) -> list[Slot]:
         busy = {flight.slot.name for flight in self.flights.values()}
-        return [slot for slot in self.executor.slots() if slot.name not in busy]
+        return [slot for slot in self._slots() if slot.name not in busy]
+
+    def _slots(self) -> list[Slot]:
+        """The executor's slots this run uses: at most [executor] slots of a cluster's (a local executor has as
+        many as asked for)."""
+        return self.executor.slots()[:self.settings.executor.slots or None]
 
     def _fill(self) -> None:
         for slot in self._free_slots():
@@ -517,7 +471,7 @@ class Loop:
             tip = gitrepo.branch_tip(self.repo, self.options.tag)
             return Work(gitrepo.read_file(self.repo, tip), "baseline", tip, baseline=True)
         if self.closing is not None:  # only what judging what finished needs
-            owed = next((w for w in self.queue if w.role == CONFIRMATION or (w.role == NOISE and self.unjudged)),
+            owed = next((w for w in self.queue if w.role == Role.CONFIRM or (w.role == Role.NOISE and self.unjudged)),
                         None)
             if owed is not None:
                 self.queue.remove(owed)
@@ -698,7 +652,7 @@ class Loop:
         self.recorder.interrupted(flight.experiment_id, f"{INTERRUPTED} {reason}")
         experiment = store.get_experiment(self.conn, flight.experiment_id)
         self._rerun(experiment)  # type: ignore[arg-type]
-        if experiment.role == NOISE:  # type: ignore[union-attr]
+        if experiment.role == Role.NOISE:  # type: ignore[union-attr]
             self.noise_open -= 1  # counted again by the re-run
         self.say(f"#{flight.seq} interrupted ({reason}): it runs again")
         if engine and self.executor.name == "local":
@@ -743,9 +697,9 @@ class Loop:
         result = dataclasses.replace(result, timings=timings)
         if work.baseline:
             self._baseline_done(flight, result)
-        elif work.role == NOISE:
+        elif work.role == Role.NOISE:
             self._noise_done(flight, result)
-        elif work.role == CONFIRMATION:
+        elif work.role == Role.CONFIRM:
             self._confirmation_done(flight, result)
         else:
             self._candidate_done(flight, result)
@@ -772,7 +726,7 @@ class Loop:
         for seed in range(1 + already, seeds):
             self.noise_open += 1
             self.queue.append(Work(b"", f"{base.description.removesuffix(RERUN)}: noise seed {seed}", base.commit_sha,
-                                   NOISE, seed, commit_sha=base.commit_sha))
+                                   Role.NOISE, seed, commit_sha=base.commit_sha))
 
     def _noise_done(self, flight: Flight, result: TrialResult) -> None:
         self.executor.release(flight.ticket)
@@ -839,7 +793,7 @@ class Loop:
             self.recorder.judged(experiment_id, Status.OK, judge_json=judged)
             self.confirming[experiment_id] = verdict
             self.queue.appendleft(Work(b"", f"{experiment.description}: confirmation seed",  # type: ignore[union-attr]
-                                       experiment.parent_sha, CONFIRMATION, CONFIRM_SEED,  # type: ignore[union-attr]
+                                       experiment.parent_sha, Role.CONFIRM, CONFIRM_SEED,  # type: ignore[union-attr]
                                        commit_sha=experiment.commit_sha, confirms=experiment_id))  # type: ignore
             self.say(f"#{experiment.seq} gains {verdict.gain:.6f}, within {self.settings.keep.confirm_multiplier:g} "
                      "times the noise: a second seed decides")

@@ -12,9 +12,9 @@ import pytest
 from autoresearch.runner.config import ExecutorConfig
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.executors.local import local_slots
-from autoresearch.runner.loop import CONFIRM_SEED, CONFIRMATION, NOISE
+from autoresearch.runner.loop import CONFIRM_SEED
 from autoresearch.runner.record import gitrepo, store
-from autoresearch.runner.record.status import Status
+from autoresearch.runner.record.status import Role, Status
 from autoresearch.runner.sandbox import gpus
 from autoresearch.runner.sandbox.gpus import Gpu
 from tests.fake_workspace import FakeWorkspace, edit
@@ -86,7 +86,7 @@ def test_the_run_measures_its_noise_on_baseline_seeds_in_parallel_and_the_keep_r
     assert fw.loop(max_experiments=2) == 0
 
     rows = fw.experiments()
-    seeds = [e for e in rows if e.role == NOISE]
+    seeds = [e for e in rows if e.role == Role.NOISE]
     assert [(e.seed, e.val_bpb, e.status) for e in seeds] == [(1, 1.02, Status.OK), (2, 0.98, Status.OK)]
     assert overlap(*seeds), "the two seeds ran at once, on the two slots"
     noise = fw.read(lambda conn: store.latest_noise(conn, fw.run_row().id))
@@ -112,13 +112,13 @@ def test_a_close_keep_is_confirmed_by_a_second_seed_and_a_lucky_one_is_not(tmp_p
     assert real.status == Status.KEEP
     assert real.judge_json["seeds"] == [0.95, 0.955] and real.judge_json["confirmed_by"]
     second = store_row(fw, real.judge_json["confirmed_by"])
-    assert (second.role, second.seed, second.commit_sha) == (CONFIRMATION, CONFIRM_SEED, real.commit_sha)
+    assert (second.role, second.seed, second.commit_sha) == (Role.CONFIRM, CONFIRM_SEED, real.commit_sha)
     assert real.test_bpb is not None
     # lucky: gain 0.0525 over real's 0.95, close: its second seed 0.96 makes the mean 0.93, no gain of 0.04
     assert lucky.status == Status.DISCARD and lucky.judge_json["seeds"] == [0.90, 0.96]
     # clear: gains more than 4 std: kept at once, no second seed
     assert clear.status == Status.KEEP and "confirmed_by" not in clear.judge_json
-    assert len([e for e in fw.experiments() if e.role == CONFIRMATION]) == 2
+    assert len([e for e in fw.experiments() if e.role == Role.CONFIRM]) == 2
 
 
 def store_row(fw: FakeWorkspace, experiment_id: int) -> store.Experiment:
@@ -211,7 +211,7 @@ def test_a_candidate_that_ends_before_the_noise_is_measured_is_judged_after_it_a
     fw.replay(edit("quick and good", seconds=0.2, bpb=0.80), edit("never proposed"))
     assert fw.loop(max_experiments=2) == 0
 
-    seed = next(e for e in fw.experiments() if e.role == NOISE)
+    seed = next(e for e in fw.experiments() if e.role == Role.NOISE)
     quick = by_description(fw)["quick and good"]
     assert quick.ended_at < seed.ended_at  # it trained beside the noise seed and finished first
     assert "judged once the noise is measured" in " ".join(fw.said)

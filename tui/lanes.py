@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from rich.text import Text
 
 from autoresearch.runner.record import views
-from autoresearch.runner.record.status import Status
+from autoresearch.runner.record.status import Role, Status
 from autoresearch.runner.record.store import GpuSample, Node
 from autoresearch.tui import format as fmt
 from autoresearch.tui.gpu import STALE_S
@@ -24,7 +24,7 @@ SPARKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 14
 IDLE_STYLE = "dim"
 DEAD_STYLE = "bold red"
-ROLE_STYLES = {"noise": "cyan", "confirm": "magenta"}
+ROLE_STYLES = {Role.NOISE: "cyan", Role.CONFIRM: "magenta"}
 
 COLUMNS = (
     Column("slot", 12),

@@ -27,6 +27,17 @@ class Status(StrEnum):
     VIOLATION = "violation"  # ran, but broke a rule (a finding that discards, or the scorer's verdict)
 
 
+class Role(StrEnum):
+    """What an experiment is for, as `experiments.role` holds it; NULL: the baseline or a candidate."""
+
+    NOISE = "noise"  # a seed of the baseline, measuring the run's noise
+    CONFIRM = "confirm"  # a second seed of a close keep, confirming it
+
+
+MEASUREMENT_ROLES = frozenset({Role.NOISE, Role.CONFIRM})
+"""Extra seeds of a train.py already run: never a keep, a baseline or a counted experiment of their own."""
+
+
 class RunState(StrEnum):
     """A run's state, as the store's `runs.state` holds it."""
 

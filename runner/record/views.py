@@ -22,13 +22,12 @@ import pygit2
 
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.record import gitrepo, store
-from autoresearch.runner.record.status import DEAD, JUDGED, LIVE, OPEN, Status
+from autoresearch.runner.record.status import DEAD, JUDGED, LIVE, MEASUREMENT_ROLES, OPEN, Status
 from autoresearch.runner.record.untrusted import as_data
 
 HEARTBEAT_STALE_S = 30.0
 RESULTS_CRASH = "crash"  # autoresearch's results.tsv knows keep/discard/crash: every other status is written so
 UNISOLATED_SANDBOXES = frozenset({"process"})  # providers that run task code as plain processes
-MEASUREMENT_ROLES = frozenset({"noise", "confirm"})  # experiments.role of extra seeds: never a keep of their own
 NAME_CHARS = 64  # a slot's or node's name as shown: a node names itself, so it is untrusted text
 LOCAL_NODE = "local"
 # A node's state as the runner records it (runner/executors/base.py NODE_STATES); a local host without a live
