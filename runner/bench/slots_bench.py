@@ -25,7 +25,7 @@ from autoresearch.runner.executors.base import Slot
 from autoresearch.runner.init import init_workspace
 from autoresearch.runner.loop import Loop, RunOptions
 from autoresearch.runner.record import store
-from autoresearch.runner.workspace import find_workspace
+from autoresearch.runner.workspace import find_workspace, require_workspace
 
 PROJECTED_BUDGET_S = 300.0
 DEFAULT_SLOTS = (1, 2, 4, 8)
@@ -87,16 +87,31 @@ def run_slots_bench(slot_counts: list[int], train_s: float = 20.0, per_slot: int
     """Bench the loop at each slot count; print the table (or JSON) and return the figures."""
     if not slot_counts or min(slot_counts) < 1 or train_s <= 0 or per_slot < 1 or think_s < 0:
         raise UserError("--slots takes counts of 1 or more (e.g. 1,2,4,8); --budget must be positive")
-    if executor != "local":
-        raise UserError(f"bench --executor {executor}: only local is benched here; a Ray cluster's figures come "
-                        "from `autoresearch bench --slots N --executor ray` on a head with joined nodes")
-    figures = [_bench(n, train_s, per_slot, think_s) for n in slot_counts]
+    cluster = _cluster_section() if executor == "ray" else ""
+    figures = [_bench(n, train_s, per_slot, think_s, cluster) for n in slot_counts]
     print(json.dumps([{**f.__dict__, "fraction_of_ideal": f.fraction_of_ideal} for f in figures]) if as_json
           else render(figures, think_s))
     return figures
 
 
-def _bench(slots: int, train_s: float, per_slot: int, think_s: float) -> SlotsFigures:
+def _cluster_section() -> str:
+    """The [executor] and [cluster] tables that point a bench workspace at this workspace's Ray head (the one
+    `autoresearch node head` started here, or its [cluster] address and token)."""
+    from autoresearch.runner.settings import resolve_settings
+
+    ws = find_workspace(Path.cwd())
+    require_workspace(ws)
+    cluster = resolve_settings(ws).config.cluster
+    head = ws.state_dir / "cluster" / "head.json"
+    address = cluster.address or (json.loads(head.read_text())["address"] if head.exists() else None)
+    token = Path(cluster.token_file) if cluster.token_file else ws.state_dir / "cluster" / "token"
+    if address is None or not token.exists():
+        raise UserError("bench --executor ray runs on this workspace's Ray head: start it with `autoresearch node "
+                        "head` (or set [cluster] address and token_file), and join the nodes first")
+    return f'\n[cluster]\naddress = "{address}"\ntoken_file = "{token.resolve()}"\n'
+
+
+def _bench(slots: int, train_s: float, per_slot: int, think_s: float, cluster: str = "") -> SlotsFigures:
     count = slots * per_slot
     with tempfile.TemporaryDirectory(prefix="autoresearch-slots-bench-") as tmp:
         root = init_workspace(Path(tmp) / "ws")
@@ -106,13 +121,16 @@ def _bench(slots: int, train_s: float, per_slot: int, think_s: float) -> SlotsFi
                                               "train_py": SIMULATED_TRAIN_PY.format(tag=f"candidate {i}")}) + "\n"
                                   for i in range(count)))
         config = root / "autoresearch.toml"
-        config.write_text(config.read_text().replace('name = "sweep"', f'name = "replay"\nreplay_file = "{replay}"')
-                          .replace("noise_seeds = 3", "noise_seeds = 1") + "\n")
+        text = config.read_text().replace('name = "sweep"', f'name = "replay"\nreplay_file = "{replay}"')
+        text = text.replace("noise_seeds = 3", "noise_seeds = 1")
+        if cluster:  # the cluster's slots, at most this many of them
+            text = text.replace('[executor]\nname = "local"', f'[executor]\nname = "ray"\nslots = {slots}') + cluster
+        config.write_text(text)
         _commit_all(root)
         loop = Loop(find_workspace(root), RunOptions("bench", max_experiments=count + 1, time_budget_s=train_s,
                                                      flavor="cpu"),
                     say=lambda line: print(line, file=sys.stderr, flush=True),
-                    slots=[Slot(f"sim{i}") for i in range(slots)])
+                    slots=None if cluster else [Slot(f"sim{i}") for i in range(slots)])
         began = time.monotonic()
         code = loop.run()
         elapsed = time.monotonic() - began
