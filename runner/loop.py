@@ -448,6 +448,10 @@ class Loop:
         return self.executor.slots()[:self.settings.executor.slots or None]
 
     def _fill(self) -> None:
+        present = {slot.name for slot in self.executor.slots()}
+        for gone in [f for f in self.tests_owed if f.slot.name not in present]:  # its node left with the model
+            self.tests_owed.remove(gone)
+            self._lost(gone, f"{gone.slot.name} is gone")
         for slot in self._free_slots():
             owed = next((f for f in self.tests_owed if f.slot.name == slot.name), None)
             if owed is not None:  # a kept model is scored on the test split where it is, before anything else
