@@ -3,7 +3,7 @@
 An executor owns slots (a GPU of this host, a set of CPU cores, a GPU of a Ray node). The loop, the
 only writer of the store and git, submits jobs to free slots and reads one stream of events back:
 progress points and resource samples while a job runs, then its result, or word that the slot's node
-was lost. What travels to a slot is only what the job names (train.py, the seed, the limits, labels);
+was lost (`Lost`: liveness is the executor's to watch, and the loop's own deadline backs it). What travels to a slot is only what the job names (train.py, the seed, the limits, labels);
 what comes back is data. Providers:
 
 - `local` (runner/executors/local.py): one slot per GPU of the host, or N slots of their own CPU cores;
@@ -169,9 +169,6 @@ class Executor(Protocol):
 
     def release(self, ticket: int) -> None:
         """Drop the model a training job left on its slot (after its test job, or when it was not kept)."""
-
-    def alive(self, ticket: int) -> bool:
-        """Whether the job's slot still answers; a job whose slot is gone ends with Lost."""
 
     def nodes(self) -> list[NodeState]:
         """The nodes the slots are on, as the executor sees them now."""

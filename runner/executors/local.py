@@ -99,10 +99,6 @@ class LocalExecutor:
         if handover is not None:
             handover.release()
 
-    def alive(self, ticket: int) -> bool:
-        thread = self._threads.get(ticket)
-        return thread is not None and thread.is_alive()
-
     def nodes(self) -> list[NodeState]:
         gpus = len([slot for slot in self._slots if slot.gpu_uuid])
         return [NodeState(LOCAL_NODE, LOCAL_NODE, socket.gethostname(), gpus, "ready",

@@ -346,10 +346,6 @@ class RayExecutor:
         if holder is not None:
             holder[0].release.remote(ticket)
 
-    def alive(self, ticket: int) -> bool:
-        with self._lock:
-            return ticket in self._running
-
     def close(self) -> None:
         import ray
 
