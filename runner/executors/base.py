@@ -3,8 +3,9 @@
 An executor owns slots (a GPU of this host, a set of CPU cores, a GPU of a Ray node). The loop, the
 only writer of the store and git, submits jobs to free slots and reads one stream of events back:
 progress points and resource samples while a job runs, then its result, or word that the slot's node
-was lost (`Lost`: liveness is the executor's to watch, and the loop's own deadline backs it). What travels to a slot is only what the job names (train.py, the seed, the limits, labels);
-what comes back is data. Providers:
+was lost (`Lost`: liveness is the executor's to watch, and the loop's own deadline backs it). What
+travels to a slot is only what the job names (train.py, the seed, the limits, labels); what comes
+back is data. Providers:
 
 - `local` (runner/executors/local.py): one slot per GPU of the host, or N slots of their own CPU cores;
 - `ray` (runner/executors/ray_executor.py, `autoresearch[cluster]`): slots on the GPUs of Ray nodes.

@@ -105,9 +105,9 @@ class LocalExecutor:
                           slots=[slot.name for slot in self._slots])]
 
     def close(self) -> None:
-        for cancel in self._cancels.values():
+        for cancel in list(self._cancels.values()):
             cancel.set()
-        for thread in self._threads.values():
+        for thread in list(self._threads.values()):
             thread.join(timeout=30)
         for ticket in list(self._handovers):
             self.release(ticket)
@@ -129,8 +129,9 @@ class LocalExecutor:
             self._events.put(Lost(ticket, f"{type(exc).__name__}: {exc}", fatal=exc))
         else:
             self._events.put(Finished(ticket, result))
-        finally:
+        finally:  # a long run must not keep a thread object per experiment it ever ran
             self._cancels.pop(ticket, None)
+            self._threads.pop(ticket, None)
 
     def _score_test(self, slot: Slot, job: ScoreTestJob):
         with self._lock:
