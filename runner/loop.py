@@ -198,7 +198,6 @@ class Loop:
         self.tests_owed: list[Flight] = []  # test jobs of kept models, waiting for the slot that holds the model
         self.confirming: dict[int, Judgement] = {}  # close keeps waiting for their second seed
         self.noise_values: list[float] = []
-        self.noise_std: float | None = None
         self.noise_open = 0  # baseline seeds queued or in flight
         self.propose_after = 0.0  # back-off after an agent error
         self.agent_done: str | None = None  # why the agent has nothing more to propose
@@ -335,9 +334,7 @@ class Loop:
         experiments = self._experiments()
         base = views.baseline(experiments)
         noise = store.latest_noise(self.conn, self.run_id)
-        if noise is not None and noise.run_id == self.run_id:
-            self.noise_std = noise.std_bpb
-        elif base is not None:
+        if base is not None and (noise is None or noise.run_id != self.run_id):  # its noise is not measured yet
             self.noise_values = [base.val_bpb] + [e.val_bpb for e in experiments  # type: ignore[list-item]
                                                   if e.role == Role.NOISE and e.val_bpb is not None]
             self._queue_noise(base, already=len(self.noise_values) - 1)
@@ -745,11 +742,11 @@ class Loop:
             return
         values = self.noise_values
         if len(values) >= 2:
-            self.noise_std = statistics.stdev(values)
-            store.add_noise(self.conn, flight.work.commit_sha, values, statistics.fmean(values), self.noise_std,
+            std = statistics.stdev(values)
+            store.add_noise(self.conn, flight.work.commit_sha, values, statistics.fmean(values), std,
                             run_id=self.run_id)
             threshold = keep_threshold(self.conn, self.settings.keep, self.run_id)
-            self.say(f"noise: val_bpb spreads {self.noise_std:.6f} (std) over {len(values)} seeds of the baseline; "
+            self.say(f"noise: val_bpb spreads {std:.6f} (std) over {len(values)} seeds of the baseline; "
                      f"a keep must gain more than {threshold:.6f}")
         else:
             self.say("noise: too few baseline seeds scored to measure it; the keep rule uses its threshold alone")
@@ -784,9 +781,10 @@ class Loop:
         experiment = store.get_experiment(self.conn, experiment_id)
         best = self._best()
         parent = self._kept_by_commit(experiment.parent_sha)  # type: ignore[union-attr]
+        noise = store.latest_noise(self.conn, self.run_id)  # the run's own, else `autoresearch noise`'s
         verdict = judge(experiment.val_bpb, best, parent, keep_threshold(self.conn, self.settings.keep,  # type: ignore
                                                                          self.run_id),
-                        self.noise_std, self.settings.keep.confirm_multiplier)
+                        noise.std_bpb if noise else None, self.settings.keep.confirm_multiplier)
         extra = {"gain_over_parent": parent.val_bpb - experiment.val_bpb} if verdict.near_miss else {}  # type: ignore
         if rival_ids:
             extra["wave_of"] = list(rival_ids)
