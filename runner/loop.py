@@ -546,17 +546,16 @@ class Loop:
         if time.monotonic() < self.propose_after:
             return
         wave = self.settings.executor.wave
-        if wave:
+        if wave:  # the wave's k proposals all come from the best it started from
             if self.wave_asked >= wave:
                 if self._wave_open():
                     return
                 self.wave, self.wave_asked = self.wave + 1, 0
-            want = wave - self.wave_asked
-        else:
-            queued = len(self.queue)
-            want = len(self._free_slots()) + self.settings.executor.prefetch - queued
-        if len(self.ready) >= want:
+        elif len(self.ready) >= len(self._free_slots()) + self.settings.executor.prefetch - len(self.queue):
             return
+        cap = self.settings.caps.max_experiments
+        if cap is not None and self._counted() + self._candidates_in_flight() + len(self.ready) >= cap:
+            return  # no proposal the experiment cap would leave unrun (it costs the agent's tokens)
         self.proposer.ask(self._context(best), self.wave if wave else None)
         self.wave_asked += 1
 
