@@ -12,6 +12,7 @@ over wall seconds, agent included), and the same projected to a 300 s budget, wh
 the same and the training longer.
 """
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoresearch.runner.bench.loop_bench import PARTS, median_parts
+from autoresearch.runner.config import ClusterConfig, dump_config, load_config
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.executors.base import Slot
 from autoresearch.runner.init import init_workspace
@@ -87,16 +89,16 @@ def run_slots_bench(slot_counts: list[int], train_s: float = 20.0, per_slot: int
     """Bench the loop at each slot count; print the table (or JSON) and return the figures."""
     if not slot_counts or min(slot_counts) < 1 or train_s <= 0 or per_slot < 1 or think_s < 0:
         raise UserError("--slots takes counts of 1 or more (e.g. 1,2,4,8); --budget must be positive")
-    cluster = _cluster_section() if executor == "ray" else ""
+    cluster = _this_cluster() if executor == "ray" else None
     figures = [_bench(n, train_s, per_slot, think_s, cluster) for n in slot_counts]
     print(json.dumps([{**f.__dict__, "fraction_of_ideal": f.fraction_of_ideal} for f in figures]) if as_json
           else render(figures, think_s))
     return figures
 
 
-def _cluster_section() -> str:
-    """The [executor] and [cluster] tables that point a bench workspace at this workspace's Ray head (the one
-    `autoresearch node head` started here, or its [cluster] address and token)."""
+def _this_cluster() -> ClusterConfig:
+    """The cluster of this workspace's Ray head (the one `autoresearch node head` started here, or its [cluster]
+    address and token), for a bench workspace to run on."""
     from autoresearch.runner.settings import resolve_settings
 
     ws = find_workspace(Path.cwd())
@@ -108,10 +110,11 @@ def _cluster_section() -> str:
     if address is None or not token.exists():
         raise UserError("bench --executor ray runs on this workspace's Ray head: start it with `autoresearch node "
                         "head` (or set [cluster] address and token_file), and join the nodes first")
-    return f'\n[cluster]\naddress = "{address}"\ntoken_file = "{token.resolve()}"\n'
+    return dataclasses.replace(cluster, address=address, token_file=str(token.resolve()))
 
 
-def _bench(slots: int, train_s: float, per_slot: int, think_s: float, cluster: str = "") -> SlotsFigures:
+def _bench(slots: int, train_s: float, per_slot: int, think_s: float,
+           cluster: ClusterConfig | None = None) -> SlotsFigures:
     count = slots * per_slot
     with tempfile.TemporaryDirectory(prefix="autoresearch-slots-bench-") as tmp:
         root = init_workspace(Path(tmp) / "ws")
@@ -120,12 +123,15 @@ def _bench(slots: int, train_s: float, per_slot: int, think_s: float, cluster: s
         replay.write_text("".join(json.dumps({"description": f"simulated {i}", "think_s": think_s,
                                               "train_py": SIMULATED_TRAIN_PY.format(tag=f"candidate {i}")}) + "\n"
                                   for i in range(count)))
-        config = root / "autoresearch.toml"
-        text = config.read_text().replace('name = "sweep"', f'name = "replay"\nreplay_file = "{replay}"')
-        text = text.replace("noise_seeds = 3", "noise_seeds = 1")
-        if cluster:  # the cluster's slots, at most this many of them
-            text = text.replace('[executor]\nname = "local"', f'[executor]\nname = "ray"\nslots = {slots}') + cluster
-        config.write_text(text)
+        path = root / "autoresearch.toml"
+        config = load_config(path)
+        config = dataclasses.replace(
+            config, agent=dataclasses.replace(config.agent, name="replay", replay_file=str(replay)),
+            keep=dataclasses.replace(config.keep, noise_seeds=1))
+        if cluster is not None:  # the cluster's slots, at most this many of them
+            config = dataclasses.replace(config, cluster=cluster,
+                                         executor=dataclasses.replace(config.executor, name="ray", slots=slots))
+        path.write_text(dump_config(config))
         _commit_all(root)
         loop = Loop(find_workspace(root), RunOptions("bench", max_experiments=count + 1, time_budget_s=train_s,
                                                      flavor="cpu"),
