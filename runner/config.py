@@ -10,8 +10,8 @@ Every setting has a default, so an empty file is a valid config. The sections:
     [executor] name = "local", slots, prefetch, wave   # see ExecutorConfig
     [cluster] address, bind, port, token_file, stall_s   # the Ray cluster of [executor] name = "ray": see ClusterConfig
     [sandbox] provider = "docker"      # docker, or process (no isolation: for machines without Docker)
-    [agent]  name = "sweep", model, max_tokens, max_turns, timeout_s, max_retries, base_url,
-             replay_file, price_input_per_mtok, price_output_per_mtok
+    [agent]  name = "sweep", model, max_tokens, max_turns, timeout_s, max_retries, base_url, api, key_env,
+             replay_file, price_input_per_mtok, price_output_per_mtok, cli_timeout_s, memory_tokens
     [keep]   threshold, noise_multiplier, noise_seeds, confirm_multiplier   # see KeepRule
     [caps]   max_experiments, max_hours, max_usd
 
@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 
 import tomli_w
 
-from autoresearch.runner.agents import AGENTS, AgentSettings
+from autoresearch.runner.agents import AGENT_APIS, AGENTS, AgentSettings
 from autoresearch.runner.check.policy import toml_spelling
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.sources import CHOICES as SOURCE_CHOICES
@@ -112,8 +112,9 @@ SINGLE_KEYS = {
 NESTED = ("agent", "keep", "caps", "executor", "cluster")
 SECTIONS = (*(section for section, _ in SINGLE_KEYS), *NESTED)
 CHOICES = {("task", "source"): SOURCE_CHOICES, ("image", "flavor"): ("auto", *FLAVORS), ("agent", "name"): AGENTS,
-           ("sandbox", "provider"): tuple(PROVIDERS), ("executor", "name"): EXECUTORS}
+           ("agent", "api"): AGENT_APIS, ("sandbox", "provider"): tuple(PROVIDERS), ("executor", "name"): EXECUTORS}
 POSITIVE = {("budget", "seconds"), ("agent", "max_tokens"), ("agent", "max_turns"), ("agent", "timeout_s"),
+            ("agent", "cli_timeout_s"), ("agent", "memory_tokens"),
             ("keep", "noise_seeds"), ("executor", "slots"), ("cluster", "port"), ("cluster", "stall_s")}
 HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]")
 EXPECTED = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false"}

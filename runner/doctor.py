@@ -282,7 +282,7 @@ def check_agent(settings: Settings) -> Check:
         if not os.environ.get("ANTHROPIC_API_KEY"):
             return Check("agent", FAIL, "claude needs ANTHROPIC_API_KEY, which is not set",
                          "export ANTHROPIC_API_KEY=..., or set [agent] name = \"sweep\" to run offline")
-        return Check("agent", OK, f"claude ({agent.model}), key set")
+        return Check("agent", OK, f"claude ({agent.model or 'its default model'}), key set")
     if agent.name == "replay":
         if not agent.replay_file or not Path(agent.replay_file).is_file():
             return Check("agent", FAIL, f"replay needs its file, and {agent.replay_file or 'none'} is not one",

@@ -109,7 +109,7 @@ def test_bad_choices_and_ranges_are_refused(tmp_path):
     assert error_of(tmp_path, '[task]\nsource = "s3"\n') == (
         'line 2: [task] source must be one of auto, offline, web, got "s3"')
     assert error_of(tmp_path, '[agent]\nname = "gpt"\n') == (
-        'line 2: [agent] name must be one of claude, sweep, replay, got "gpt"')
+        'line 2: [agent] name must be one of claude, openai, claude-code, codex, sweep, replay, got "gpt"')
     assert error_of(tmp_path, "[budget]\nseconds = 0\n") == "line 2: [budget] seconds must be greater than 0, got 0"
     assert error_of(tmp_path, "[caps]\nmax_usd = -1\n") == "line 2: [caps] max_usd must be 0 or more, got -1"
     assert error_of(tmp_path, "[keep]\nthreshold = -0.1\n") == "line 2: [keep] threshold must be 0 or more, got -0.1"

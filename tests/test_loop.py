@@ -23,7 +23,7 @@ from autoresearch.runner.record import gitrepo, store
 from autoresearch.runner.record import views as report
 from autoresearch.runner.sandbox.base import LABEL
 from autoresearch.runner.trial import workspace_labels
-from tests.agents.fake_api import FakeMessagesAPI, Reply, error_body, ok, tool_use
+from tests.agents.fake_api import FakeAPI, Reply, error_body, ok, tool_use
 from tests.engine_proxy import EngineProxy
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -217,7 +217,7 @@ def claude_config(root: Path, base_url: str) -> None:
 
 def test_a_refused_api_key_stops_the_run_before_any_experiment(tmp_path):
     root = init_workspace(tmp_path / "ws")
-    api = FakeMessagesAPI([Reply(401, error_body("authentication_error", "invalid x-api-key"))]).start()
+    api = FakeAPI([Reply(401, error_body("authentication_error", "invalid x-api-key"))]).start()
     try:
         claude_config(root, api.base_url)
         result = subprocess.run([sys.executable, "-m", "autoresearch.runner.cli", "run"], cwd=root, text=True,
@@ -239,7 +239,7 @@ def test_claude_proposes_through_the_loop_and_every_call_is_logged(workspace, mo
               Reply(529, error_body("overloaded_error", "Overloaded")),  # the loop backs off and asks again
               ok(tool_use("replace_in_train_py", edit, "t1"), tool_use("submit", {"description": "shorter warmdown"},
                                                                        "t2"))]
-    api = FakeMessagesAPI(script).start()
+    api = FakeAPI(script).start()
     try:
         claude_config(workspace, api.base_url)
         done = autoresearch(workspace, "run", "--max-experiments", "2")

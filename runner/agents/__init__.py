@@ -1,6 +1,10 @@
 """The agents that propose train.py candidates, and the factory that makes one from the [agent] settings.
 
 - claude: the Anthropic Messages API with tool use (needs ANTHROPIC_API_KEY).
+- openai: the OpenAI SDK, Chat Completions with function tools (any compatible server: vLLM, Ollama, llama.cpp,
+  LM Studio) or OpenAI's Responses API (needs OPENAI_API_KEY, or any key a local server accepts).
+- claude-code, codex: the coding-agent CLIs, one fresh run per proposal in a hardened agent container whose only
+  way out is the runner's gateway (runner/agents/cli_agent.py).
 - sweep: an offline baseline that mutates one numeric hyperparameter at a time.
 - replay: recorded edits from a JSONL file, for tests and reproductions.
 
@@ -13,9 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autoresearch.runner.agents.base import (
+    AGENT_APIS,
     Agent,
     AgentError,
     AgentFatal,
+    AgentHost,
     AgentSettings,
     HistoryRow,
     Outcome,
@@ -27,6 +33,9 @@ from autoresearch.runner.errors import UserError
 
 REGISTRY: dict[str, str] = {
     "claude": "autoresearch.runner.agents.claude:ClaudeAgent",
+    "openai": "autoresearch.runner.agents.openai_agent:OpenAIAgent",
+    "claude-code": "autoresearch.runner.agents.cli_agent:ClaudeCodeAgent",
+    "codex": "autoresearch.runner.agents.cli_agent:CodexAgent",
     "sweep": "autoresearch.runner.agents.sweep:SweepAgent",
     "replay": "autoresearch.runner.agents.replay:ReplayAgent",
 }
@@ -37,10 +46,12 @@ _LAZY = {"Exhausted": "autoresearch.runner.agents.replay:Exhausted"}
 
 __all__ = [
     "AGENTS",
+    "AGENT_APIS",
     "REGISTRY",
     "Agent",
     "AgentError",
     "AgentFatal",
+    "AgentHost",
     "AgentSettings",
     "Exhausted",
     "HistoryRow",
@@ -60,10 +71,13 @@ def _replay_file(settings: AgentSettings) -> Path:
 
 
 # The arguments each agent's class is constructed with, from what make_agent is given (their signatures differ).
-_ARGUMENTS: dict[str, Callable[[AgentSettings, TurnLogger, int], tuple]] = {
-    "claude": lambda settings, log_turn, seed: (settings, log_turn),
-    "sweep": lambda settings, log_turn, seed: (seed,),
-    "replay": lambda settings, log_turn, seed: (_replay_file(settings),),
+_ARGUMENTS: dict[str, Callable[[AgentSettings, TurnLogger, int, AgentHost | None], tuple]] = {
+    "claude": lambda settings, log_turn, seed, host: (settings, log_turn),
+    "openai": lambda settings, log_turn, seed, host: (settings, log_turn),
+    "claude-code": lambda settings, log_turn, seed, host: (settings, log_turn, host),
+    "codex": lambda settings, log_turn, seed, host: (settings, log_turn, host),
+    "sweep": lambda settings, log_turn, seed, host: (seed,),
+    "replay": lambda settings, log_turn, seed, host: (_replay_file(settings),),
 }
 
 
@@ -80,11 +94,12 @@ def agent_class(name: str) -> type:
     return _load(REGISTRY[name])  # type: ignore[return-value]
 
 
-def make_agent(name: str, *, settings: AgentSettings, log_turn: TurnLogger, seed: int = 0) -> Agent:
-    """The agent called name. UserError for an unknown name or a replay without a file; AgentFatal for claude
-    without ANTHROPIC_API_KEY."""
+def make_agent(name: str, *, settings: AgentSettings, log_turn: TurnLogger, seed: int = 0,
+               host: AgentHost | None = None) -> Agent:
+    """The agent called name. UserError for an unknown name or a replay without a file; AgentFatal for an LLM
+    agent without its key. host is what a coding-agent CLI needs of the runner (None: a temporary folder)."""
     cls = agent_class(name)
-    return cls(*_ARGUMENTS[name](settings, log_turn, seed))
+    return cls(*_ARGUMENTS[name](settings, log_turn, seed, host))
 
 
 def __getattr__(name: str) -> object:

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 
@@ -65,16 +66,34 @@ class Outcome:
 class AgentSettings:
     """The [agent] table of autoresearch.toml."""
 
-    name: str = "sweep"  # claude | sweep | replay
-    model: str = "claude-sonnet-4-5"
+    name: str = "sweep"  # a name of runner/agents REGISTRY: claude | openai | claude-code | codex | sweep | replay
+    model: str | None = None  # None: the agent's own default (DEFAULT_MODEL of its class)
     max_tokens: int = 16000
     max_turns: int = 12  # tool-use round trips per proposal before giving up (AgentError)
-    timeout_s: float = 120.0
+    timeout_s: float = 120.0  # one API call; a coding-agent CLI's whole proposal gets cli_timeout_s
     max_retries: int = 4  # passed to the SDK's own retry
-    base_url: str | None = None  # for tests / proxies; None = SDK default (ANTHROPIC_BASE_URL honoured by SDK)
+    base_url: str | None = None  # a compatible server or proxy; None = the SDK's default (and its *_BASE_URL)
+    api: str = "chat"  # the openai agent's protocol: chat (Chat Completions) | responses (OpenAI's Responses API)
+    key_env: str | None = None  # the environment variable holding the key; None: the agent's own (KEY_ENV)
     replay_file: str | None = None  # JSONL for the replay agent
     price_input_per_mtok: float = 3.0
     price_output_per_mtok: float = 15.0
+    cli_timeout_s: float = 900.0  # claude-code / codex: one proposal's whole CLI run, in its agent container
+    memory_tokens: int = 8000  # the research memory's budget in the prompt (history, diffs, summary, notes)
+
+
+AGENT_APIS = ("chat", "responses")  # the values of [agent] api
+
+
+@dataclass(frozen=True)
+class AgentHost:
+    """What the runner lends an agent beyond its settings: a private folder for its scratch files (a coding-agent
+    CLI's staging folder and its gateway's socket), the dollars the run may still spend (None: no cap), and the
+    labels its containers carry (so the runner's orphan cleanup finds them)."""
+
+    scratch_dir: Path
+    dollars_left: Callable[[], float | None] = lambda: None
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class AgentError(Exception):

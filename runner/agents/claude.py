@@ -27,6 +27,8 @@ from autoresearch.runner.agents.base import (
 from autoresearch.runner.agents.prompt import first_message, system_blocks
 from autoresearch.runner.agents.tools import TOOLS, WorkingCopy
 
+DEFAULT_MODEL = "claude-sonnet-4-5"
+KEY_ENV = "ANTHROPIC_API_KEY"
 CACHE_READ_PRICE = 0.1  # of the input price
 CACHE_WRITE_PRICE = 1.25  # of the input price (5-minute cache)
 # Phrases of the 400 replies that mean the account cannot pay: retrying cannot help.
@@ -46,10 +48,11 @@ class ClaudeAgent:
     name = "claude"
 
     def __init__(self, settings: AgentSettings, log_turn: TurnLogger) -> None:
-        key = os.environ.get("ANTHROPIC_API_KEY")
+        key_env = settings.key_env or KEY_ENV
+        key = os.environ.get(key_env)
         if not key:
-            raise AgentFatal('ANTHROPIC_API_KEY is not set: export it, or set agent = "sweep" to run offline')
-        self.model = settings.model
+            raise AgentFatal(f'{key_env} is not set: export it, or set agent = "sweep" to run offline')
+        self.model = settings.model or DEFAULT_MODEL
         self._settings = settings
         self._log_turn = log_turn
         self._client = anthropic.Anthropic(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from autoresearch.runner.agents import HistoryRow, ProposalContext
-from tests.agents.fake_api import FakeMessagesAPI
+from tests.agents.fake_api import FakeAPI
 
 API_KEY = "sk-ant-test-0123456789-secret"
 
@@ -36,10 +36,10 @@ class TurnLog:
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMessagesAPI]:
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAPI]:
     """A started fake API, with ANTHROPIC_API_KEY set to a test key."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
-    server = FakeMessagesAPI().start()
+    server = FakeAPI().start()
     yield server
     server.stop()
 

@@ -1,24 +1,29 @@
-"""A fake Anthropic Messages API: a local HTTP server that plays a script of replies and records requests.
+"""A fake model API: a local HTTP server, on TCP or on a Unix socket, that plays a script of replies and
+records requests; with the Anthropic Messages API's bodies (the OpenAI ones are in fake_openai.py).
 
-Tests point the real `anthropic` SDK at it through `base_url`, so retries, timeouts, error mapping and
-the wire format are the SDK's own.
+Tests point the real SDKs (and, in `make clis`, the real CLIs) at it, so retries, timeouts, error mapping,
+streaming and the wire format are theirs. A reply is a JSON body, a raw string (a malformed reply), or a
+list of server-sent events (a streamed reply).
 """
 
 import json
+import socketserver
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted HTTP reply: a dict body is sent as JSON, a str body as it is (for malformed replies)."""
+    """One scripted HTTP reply: a dict body is sent as JSON, a str body as it is (for malformed replies), a list
+    of (event, data) pairs as a text/event-stream (event None: a data-only event, as OpenAI streams)."""
 
     status: int
-    body: dict[str, Any] | str
+    body: dict[str, Any] | str | list[tuple[str | None, dict[str, Any] | str]]
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
 
@@ -35,23 +40,37 @@ class Recorded:
 Step = Reply | Callable[[Recorded], Reply]
 
 
-class FakeMessagesAPI:
-    """Serves POST /v1/messages from a script, one step per request; records every request."""
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
 
-    def __init__(self, script: list[Step] | None = None) -> None:
+
+class FakeAPI:
+    """Serves every request from a script, one step per request, and records every request; on 127.0.0.1, or
+    on the Unix socket unix_socket. `exhausted` answers requests past the end of the script."""
+
+    def __init__(self, script: list[Step] | None = None, *, unix_socket: Path | None = None,
+                 exhausted: Reply | None = None) -> None:
         self.script: list[Step] = list(script or [])
         self.requests: list[Recorded] = []
+        self.unix_socket = unix_socket
+        self.exhausted = exhausted or Reply(400, error_body("invalid_request_error", "fake: the script is exhausted"))
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        if unix_socket is None:
+            self._server: socketserver.BaseServer = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+            self._server.daemon_threads = True  # type: ignore[attr-defined]
+        else:
+            self._server = _UnixHTTPServer(str(unix_socket), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
+        """The URL to give a client: on a Unix socket the host is only a name (the client connects to the socket)."""
+        if self.unix_socket is not None:
+            return "http://localhost"
+        host, port = self._server.server_address[:2]  # type: ignore[misc]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeMessagesAPI":
+    def start(self) -> "FakeAPI":
         self._thread.start()
         return self
 
@@ -63,7 +82,7 @@ class FakeMessagesAPI:
         with self._lock:
             self.requests.append(recorded)
             if not self.script:
-                return Reply(400, error_body("invalid_request_error", "fake API: the script is exhausted"))
+                return self.exhausted
             step = self.script.pop(0)
         return step(recorded) if callable(step) else step
 
@@ -77,20 +96,44 @@ class FakeMessagesAPI:
                                     json.loads(raw) if raw else {})
                 reply = api._next(recorded)
                 time.sleep(reply.delay_s)
-                payload = (json.dumps(reply.body) if isinstance(reply.body, dict) else reply.body).encode()
                 try:
-                    self.send_response(reply.status)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(payload)))
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    if isinstance(reply.body, list):
+                        self._stream(reply)
+                    else:
+                        self._send(reply)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
 
+            def _send(self, reply: Reply) -> None:
+                payload = (json.dumps(reply.body) if isinstance(reply.body, dict) else str(reply.body)).encode()
+                self.send_response(reply.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _stream(self, reply: Reply) -> None:
+                """The events as a text/event-stream, each flushed as it is written; the connection then closes."""
+                self.send_response(reply.status)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.send_header("connection", "close")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                for event, data in reply.body:  # type: ignore[union-attr]
+                    text = data if isinstance(data, str) else json.dumps(data)
+                    self.wfile.write((f"event: {event}\n" if event else "").encode() + f"data: {text}\n\n".encode())
+                    self.wfile.flush()
+                self.close_connection = True
+
             def do_GET(self) -> None:  # the SDK's models.retrieve, which the agent's preflight calls
                 self.do_POST()
+
+            def address_string(self) -> str:  # a Unix socket's peer has no address
+                return "fake-client"
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -8,17 +8,17 @@ import pytest
 from autoresearch.runner.agents import AgentError, AgentFatal, AgentSettings, ProposalContext, make_agent
 from autoresearch.runner.errors import UserError
 from tests.agents.conftest import API_KEY, TRAIN_PY, TurnLog
-from tests.agents.fake_api import FakeMessagesAPI, Reply, error_body, ok, tool_use
+from tests.agents.fake_api import FakeAPI, Reply, error_body, ok, tool_use
 
 RETRY_FAST = {"retry-after-ms": "10"}
 
 
-def claude(api: FakeMessagesAPI, log: TurnLog, **overrides: object):
+def claude(api: FakeAPI, log: TurnLog, **overrides: object):
     settings = AgentSettings(name="claude", model="claude-test", base_url=api.base_url, max_retries=0, timeout_s=5.0)
     return make_agent("claude", settings=replace(settings, **overrides), log_turn=log)
 
 
-def results(api: FakeMessagesAPI, request: int) -> list[dict]:
+def results(api: FakeAPI, request: int) -> list[dict]:
     """The tool_result blocks of the last message of the request-th request."""
     return [b for b in api.requests[request].body["messages"][-1]["content"] if b["type"] == "tool_result"]
 
@@ -222,7 +222,7 @@ def test_the_last_failure_is_in_the_prompt_cut_to_its_tail(api, context: Proposa
 
 
 def test_an_unknown_agent_is_a_user_error():
-    with pytest.raises(UserError, match="unknown agent 'gpt': choose one of claude, sweep, replay"):
+    with pytest.raises(UserError, match="unknown agent 'gpt': choose one of claude, openai, claude-code, codex, sweep, replay"):
         make_agent("gpt", settings=AgentSettings(), log_turn=TurnLog())
 
 
