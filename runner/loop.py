@@ -35,13 +35,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch.runner.agents import Exhausted, make_agent
+from autoresearch.runner.agents import Exhausted, make_agent, memory
 from autoresearch.runner.agents.base import (
     Agent,
     AgentError,
     AgentFatal,
+    AgentHost,
+    AgentViolation,
+    Change,
     HistoryRow,
-    NearMiss,
     Outcome,
     Proposal,
     ProposalContext,
@@ -89,6 +91,7 @@ from autoresearch.runner.trial import (
     close_trial,
     prerequisites,
     start_candidate,
+    workspace_labels,
 )
 from autoresearch.runner.workspace import CONFIG_FILE, Workspace, require_workspace
 
@@ -105,7 +108,7 @@ IDLE_WAIT_S = 0.1  # the same with nothing in flight (waiting for the agent)
 START_MARGIN_S = 120.0  # past the phases' own deadlines, before the loop cancels a job that has not ended
 CANCEL_GRACE_S = 60.0  # after that cancel, before it gives the job up as lost and runs it again elsewhere
 CONFIRM_SEED = 1_000_003  # the second seed of a close keep (train.py's own default differs)
-NEAR_MISSES_SHOWN = 3
+CHANGES_SHOWN = 6  # recent keeps and near misses whose diffs the agent is shown (its memory's budget may cut them)
 RAY_SLOTS_WAIT_S = 120.0  # for the first slot of a Ray cluster (each node prepares its data first)
 NODES_EVERY_S = 5.0  # how often the run records what its executor knows of its nodes
 
@@ -213,9 +216,11 @@ class Loop:
         self._read: list[store.Experiment] = []
         self._read_at = -1  # the store connection's total_changes when _read was read
         self._loop_thread = threading.get_ident()
+        host = AgentHost(self.ws.state_dir, self._dollars_left,
+                         {**workspace_labels(self.ws.root), RUNNER_PID_LABEL: str(os.getpid())})
         try:
             self.agent: Agent = make_agent(self.settings.agent.name, settings=self.settings.agent,
-                                           log_turn=self._log_turn, seed=options.seed)
+                                           log_turn=self._log_turn, seed=options.seed, host=host)
         except AgentFatal as exc:
             raise UserError(str(exc)) from None
 
@@ -232,6 +237,9 @@ class Loop:
                     return self._steered()
                 finally:
                     self.proposer.close()
+                    close_agent = getattr(self.agent, "close", None)  # a coding-agent CLI's gateway
+                    if close_agent is not None:
+                        close_agent()
                     self.executor.close()
                     self.conn.close()
             finally:
@@ -242,6 +250,8 @@ class Loop:
             self.agent.preflight()
         except AgentFatal as exc:
             raise UserError(f"the {self.agent.name} agent cannot start: {exc}") from None
+        for warning in getattr(self.agent, "warnings", []):
+            self.say(f"WARNING: {warning}")
         local = self.settings.executor.name == "local"
         slots = (self.given_slots or local_slots(self.settings.executor, self.settings.gpus, self.settings.flavor)
                  if local else [])
@@ -358,6 +368,11 @@ class Loop:
 
     def _log_turn(self, **turn) -> int:
         return store.add_agent_turn(self._turn_conn(), run_id=self.run_id, experiment_id=None, **turn)
+
+    def _dollars_left(self) -> float | None:
+        """What the run may still spend on agent calls (None: no cap); asked by a coding-agent CLI's gateway."""
+        cap = self.settings.caps.max_usd
+        return None if cap is None else cap - store.spent_usd(self._turn_conn(), self.run_id)
 
     def _turn_conn(self):
         """The store connection of the calling thread: the loop's own, or the proposer's."""
@@ -497,7 +512,7 @@ class Loop:
         blocked = check_candidate(self.recorder, candidate, self.settings.policy)
         if isinstance(blocked, TrialResult):
             if work.proposal is not None:
-                store.link_agent_turns(self.conn, work.proposal.turn_ids, blocked.experiment_id)
+                self._record_proposal(work.proposal, blocked.experiment_id)
             self._blocked(blocked, work)
             return
         self.blocked = 0
@@ -515,7 +530,7 @@ class Loop:
         job = start_candidate(self.ws, self.recorder, candidate, blocked, self.pre, self.settings.policy, slot,
                               cache, keep_handover=True, role=work.role)
         if work.proposal is not None:
-            store.link_agent_turns(self.conn, work.proposal.turn_ids, job.experiment_id)
+            self._record_proposal(work.proposal, job.experiment_id)
         deadline = time.monotonic() + self._job_deadline_s(slot)
         ticket = self.executor.submit(slot, job)
         self.flights[ticket] = Flight(ticket, slot, work, job.experiment_id, seq, blocked, deadline,
@@ -570,6 +585,8 @@ class Loop:
                 self.agent_done = str(answer)
             elif isinstance(answer, AgentFatal):
                 self.ending = RunState.STOPPED, f"the agent cannot go on: {answer}", 2
+            elif isinstance(answer, AgentViolation):
+                self._agent_violated(answer, parent, wave)
             elif isinstance(answer, AgentError):
                 self._agent_failed(answer)
             elif isinstance(answer, BaseException):
@@ -578,6 +595,22 @@ class Loop:
                 self.agent_errors = 0
                 self.ready.append(Work(answer.train_py.encode(), answer.description, parent, proposal=answer,
                                        propose_s=seconds, wave=wave))
+
+    def _agent_violated(self, exc: AgentViolation, parent: str | None, wave: int | None) -> None:
+        """A coding agent broke its confinement: recorded as a violation with the evidence, never committed or run,
+        and counted with the policy's blocks."""
+        seq = store.next_seq(self.conn, self.run_id)
+        exp_id = self.recorder.blocked(f"the agent broke its confinement: {exc}", [exc.finding], Status.VIOLATION,
+                                       run_id=self.run_id, seq=seq, parent_sha=parent,
+                                       description=f"(confinement violation) {exc}"[:DESCRIPTION_CHARS])
+        store.link_agent_turns(self.conn, exc.turn_ids, exp_id)
+        self.say(f"#{seq} the agent broke its confinement: {exc}")
+        self.blocked += 1
+        if wave is not None:
+            self.wave_asked -= 1
+        if self.blocked >= MAX_BLOCKED_IN_A_ROW:
+            self.ending = (RunState.STOPPED, f"the agent cannot go on: {self.blocked} proposals in a row were blocked "
+                           "or broke the agent's confinement", 2)
 
     def _agent_failed(self, exc: AgentError) -> None:
         """An error of the agent's: recorded, backed off, bounded."""
@@ -593,26 +626,42 @@ class Loop:
         self.propose_after = time.monotonic() + wait
 
     def _context(self, best: store.Experiment) -> ProposalContext:
+        """What the agent reads for its next proposal: the run's record as its memory (runner/agents/memory.py),
+        with the notes of its latest proposal (one waiting for a slot has not recorded them yet)."""
         tip = gitrepo.branch_tip(self.repo, self.options.tag)
         experiments = [e for e in self._experiments() if e.role is None]
-        history = [HistoryRow(e.seq, (e.commit_sha or "-")[:7], e.val_bpb, e.status, e.description)
-                   for e in experiments if e.status not in OPEN]
         running = [HistoryRow(e.seq, (e.commit_sha or "-")[:7], None, e.status, e.description)
                    for e in experiments if e.status in OPEN]
         running += [HistoryRow(0, "-", None, "proposed", w.description) for w in self.ready]
         ended = [e for e in experiments if e.status not in OPEN]
         last_failure = failure_tail(ended[-1]) if ended and ended[-1].status in FAILED else None
+        ran = [e for e in ended if e.status != Status.BLOCKED]
+        summary = memory.summarize(ran[-1], store.metric_points(self.conn, ran[-1].id)) if ran else None
+        waiting = [w.proposal.notes for w in self.ready if w.proposal is not None and w.proposal.notes is not None]
         return ProposalContext(
             program_md=_read(self.ws.root / "program.md"), prepare_py=_read(self.ws.root / "prepare.py"),
-            train_py=gitrepo.read_file(self.repo, tip).decode(errors="replace"), history=history,
-            last_failure=last_failure, best_val_bpb=best.val_bpb, in_flight=running,
-            near_misses=self._near_misses(experiments), parent_sha=tip)
+            train_py=gitrepo.read_file(self.repo, tip).decode(errors="replace"),
+            history=[memory.history_row(e) for e in ended], last_failure=last_failure, best_val_bpb=best.val_bpb,
+            in_flight=running, recent_changes=self._recent_changes(ended), last_summary=summary,
+            notes=waiting[-1] if waiting else store.latest_notes(self.conn, self.run_id), parent_sha=tip)
 
-    def _near_misses(self, experiments: list[store.Experiment]) -> list[NearMiss]:
-        misses = [e for e in experiments if (e.judge_json or {}).get("near_miss")][-NEAR_MISSES_SHOWN:]
-        return [NearMiss(e.seq, e.description, (e.judge_json or {}).get("gain_over_parent", 0.0),
-                         gitrepo.diff_text(self.repo, e.parent_sha, e.commit_sha))  # type: ignore[arg-type]
-                for e in reversed(misses) if e.commit_sha and e.parent_sha]
+    def _recent_changes(self, ended: list[store.Experiment]) -> list[Change]:
+        """The newest keeps and near misses that changed train.py (the baseline did not), with their diffs."""
+        changes: list[Change] = []
+        for e in reversed(ended):
+            if len(changes) == CHANGES_SHOWN:
+                break
+            if (e.status == Status.KEEP or views.near_miss(e)) and e.commit_sha and e.parent_sha:
+                diff = gitrepo.diff_text(self.repo, e.parent_sha, e.commit_sha)
+                if diff:
+                    changes.append(memory.change(e, diff))
+        return changes
+
+    def _record_proposal(self, proposal: Proposal, experiment_id: int) -> None:
+        """Link a proposal's model calls to the experiment it became, and record the notes it left."""
+        store.link_agent_turns(self.conn, proposal.turn_ids, experiment_id)
+        if proposal.notes is not None:
+            store.add_agent_notes(self.conn, self.run_id, experiment_id, proposal.notes)  # type: ignore[arg-type]
 
     # --- what the slots send back ------------------------------------------------------------------------
 

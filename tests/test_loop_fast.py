@@ -8,6 +8,7 @@ store's rows, the git branch, refs and notes, and the run row. tests/test_loop.p
 loop on the real engine (the slow tier).
 """
 
+import dataclasses
 import hashlib
 import json
 import signal
@@ -19,6 +20,8 @@ import pytest
 
 from autoresearch.runner import loop as loop_module
 from autoresearch.runner import steering
+from autoresearch.runner.agents import Proposal, ProposalContext
+from autoresearch.runner.agents.replay import ReplayAgent
 from autoresearch.runner.loop import MAX_BLOCKED_IN_A_ROW
 from autoresearch.runner.phases.compile_seed import seed_digest
 from autoresearch.runner.record import gitrepo, store, views
@@ -337,6 +340,38 @@ def test_failures_are_recorded_and_the_next_proposal_sees_the_last_ones_log(tmp_
     assert "Traceback (most recent call last):" in failures[1]
     assert "progress step=4" in failures[2] and "val_bpb" not in failures[2]  # the OOM'd run printed no summary
     assert [h.status for h in fw.contexts[-1].history] == [s for _, s, _ in expected]
+
+
+def test_a_proposals_notes_reach_the_next_proposal_and_the_store_with_the_runs_memory(fw, monkeypatch):
+    notes = {"better": "LR is fine\ntry depth next", "worse": None, "third": ""}  # None: left unchanged
+    propose = ReplayAgent.propose
+
+    def with_notes(agent: ReplayAgent, context: ProposalContext) -> Proposal:
+        proposal = propose(agent, context)
+        return dataclasses.replace(proposal, notes=notes[proposal.description])
+
+    monkeypatch.setattr(ReplayAgent, "propose", with_notes)
+    fw.replay(edit("better", bpb=0.9), edit("worse", bpb=1.1), edit("third", bpb=0.95))
+    assert fw.loop() == 0
+
+    # proposal k reads the notes proposal k-1 left (the last call is the one that found the replay exhausted)
+    assert [c.notes for c in fw.contexts] == ["", notes["better"], notes["better"], ""]
+    rows = {e.description: e for e in fw.experiments()}
+    recorded = fw.read(lambda conn: [(r["experiment_id"], r["text"]) for r in conn.execute(
+        "SELECT experiment_id, text FROM agent_notes ORDER BY id")])
+    assert recorded == [(rows["better"].id, notes["better"]), (rows["third"].id, "")]
+    kept_at_worse = fw.read(lambda conn: store.notes_at(conn, rows["worse"].id))
+    assert kept_at_worse.text == notes["better"] and kept_at_worse.experiment_id == rows["better"].id
+
+    # the rest of the memory, from the record: deltas, the kept change with its diff, the last run's figures
+    last = fw.contexts[-1]
+    assert [(h.description, h.delta) for h in last.history[1:]] == [
+        ("better", pytest.approx(-0.1)), ("worse", pytest.approx(0.2)), ("third", pytest.approx(0.05))]
+    assert [(c.seq, c.near_miss, c.gain) for c in last.recent_changes] == [(2, False, pytest.approx(0.1))]
+    assert '"bpb": 0.9' in last.recent_changes[0].diff
+    summary = last.last_summary
+    assert (summary.seq, summary.status, summary.val_bpb) == (4, Status.DISCARD, 0.95)
+    assert (summary.final_loss, summary.tok_per_s, summary.steps, summary.flat_step) == (3.0, 1000.0, 4, 4)
 
 
 def test_a_candidate_past_the_hard_deadline_is_recorded_as_timeout(tmp_path, monkeypatch):

@@ -73,9 +73,10 @@ def test_a_win_over_a_stale_parent_that_does_not_beat_the_best_is_a_near_miss_sh
     assert slow.judge_json["near_miss"] is True and slow.judge_json["gain_over_parent"] == pytest.approx(0.05)
     # while slow trained, the agent was told it was in flight; once it ended, it saw it as a near miss
     assert any("slow" in [row.description for row in c.in_flight] for c in fw.contexts)
-    shown = [c for c in fw.contexts if c.near_misses]
-    assert shown and shown[-1].near_misses[0].seq == slow.seq
-    assert "bpb" in shown[-1].near_misses[0].diff  # the diff against its parent: the directive line changed
+    shown = [c for c in fw.contexts if any(change.near_miss for change in c.recent_changes)]
+    near = next(change for change in shown[-1].recent_changes if change.near_miss)
+    assert near.seq == slow.seq and near.gain == pytest.approx(0.05)
+    assert "bpb" in near.diff  # the diff against its parent: the directive line changed
 
 
 @needs_two_cores

@@ -105,6 +105,29 @@ def test_a_version_3_store_gains_the_run_budget_and_sandbox_columns(path):
     reader.close()
 
 
+def test_a_version_7_store_gains_the_agent_notes_keeping_its_rows(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for script in store.MIGRATIONS[:7]:
+        for statement in store.sql_statements(script):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 7")
+    conn.execute("INSERT INTO runs (tag, started_at, state, config_toml, policy_toml, agent)"
+                 " VALUES ('old', 1.0, 'finished', '', '', 'claude')")
+    conn.execute("INSERT INTO experiments (run_id, seq, description, status, started_at)"
+                 " VALUES (1, 1, 'baseline', 'keep', 1.0)")
+    conn.close()
+    with pytest.raises(UserError, match="autoresearch migrate"):
+        store.open_store(path, readonly=True)
+    conn = store.open_store(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 8
+    assert store.latest_notes(conn, 1) == "" and store.notes_at(conn, 1) is None
+    store.add_agent_notes(conn, 1, 1, "kept after the migration")
+    assert store.latest_notes(conn, 1) == "kept after the migration"
+    assert [e.description for e in store.list_experiments(conn)] == ["baseline"]
+    conn.close()
+
+
 def test_reopening_a_current_store_changes_nothing(path):
     store.open_store(path).close()
     conn = store.open_store(path)
@@ -169,6 +192,7 @@ def test_row_dataclasses_match_the_schema(writer):
     assert columns("experiments") == store.EXPERIMENT_COLUMNS
     assert columns("metric_points") == store.METRIC_COLUMNS
     assert columns("gpu_samples") == store.GPU_COLUMNS
+    assert columns("agent_notes") == store.NOTES_COLUMNS
     assert set(columns("findings")) == set(store.FINDING_COLUMNS)
 
 
@@ -446,6 +470,36 @@ def test_findings_round_trip_with_their_evidence(writer):
     store.add_findings(writer, other, [second])
     assert [f.finding for f in store.list_findings(writer, blocked)] == [first, second]
     assert [f.experiment_id for f in store.list_findings(writer)] == [blocked, blocked, other]
+
+
+def test_agent_notes_are_kept_per_run_and_read_as_of_an_experiment(writer):
+    run, other = (store.create_run(writer, tag=tag, agent="claude") for tag in ("a", "b"))
+    first, second, third = (store.create_experiment(writer, run_id=run, description=d) for d in "xyz")
+    elsewhere = store.create_experiment(writer, run_id=other, description="w")
+    assert store.latest_notes(writer, run) == "" and store.notes_at(writer, first) is None
+    store.add_agent_notes(writer, run, first, "- LR 0.02 diverges\n- try depth")
+    store.add_agent_notes(writer, other, elsewhere, "the other run's")
+    store.add_agent_notes(writer, run, third, "")  # the agent cleared its notes
+    assert store.latest_notes(writer, run) == "" and store.latest_notes(writer, other) == "the other run's"
+    at_first, at_second, at_third = (store.notes_at(writer, e) for e in (first, second, third))
+    assert (at_first.run_id, at_first.experiment_id, at_first.text) == (run, first, "- LR 0.02 diverges\n- try depth")
+    assert at_second == at_first  # its proposal left them unchanged
+    assert at_third.text == "" and store.notes_at(writer, elsewhere).text == "the other run's"
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_agent_notes(writer, run, 999, "no such experiment")
+
+
+def test_agent_notes_are_stored_as_data_with_their_newlines(writer):
+    run = store.create_run(writer, tag="a", agent="claude")
+    experiment = store.create_experiment(writer, run_id=run, description="x")
+    hostile = "line one\n\x1b[2J\u202eevil [red]x[/red]\n" + "A" * 5000
+    store.add_agent_notes(writer, run, experiment, hostile)
+    raw = writer.execute("SELECT text FROM agent_notes").fetchone()[0]
+    assert raw == as_data(hostile, store.NOTES_CHARS, keep_newlines=True) == store.latest_notes(writer, run)
+    assert raw.startswith("line one\n\\x1b[2J\\u202eevil [red]x[/red]\nAAA") and len(raw) == store.NOTES_CHARS
+    assert raw.endswith(" [... cut from 5040 characters]")  # escaped: 40 characters and 5000 As
+    writer.execute("UPDATE agent_notes SET text = ?", (hostile,))  # as an older writer might have left it
+    assert store.notes_at(writer, experiment).text == raw
 
 
 # --- audit -------------------------------------------------------------------------------------------

@@ -4,13 +4,15 @@
 - the agent's turns for its proposal (from agent_turns): what the model said and which tools it called;
 - its training log: the head and the tail when the file is long (a log holds at most what the runner's
   capped log kept, but only LOG_PART_BYTES of each end are read here);
-- its metric points, the best kept experiment's for comparison, and its findings.
+- its metric points, the best kept experiment's for comparison, and its findings;
+- the notes the agent kept when it proposed it (agent_notes: those its proposal left, else an earlier one's).
 
 The store hands out its untrusted text as data already; what is read here besides (the model's replies, the
 log) is escaped on its way to the screen (runner/record/untrusted.py), and all of it is drawn as Text, not markup.
 """
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,21 +39,24 @@ class Detail:
     points: tuple[store.MetricPoint, ...] = ()
     best_points: tuple[store.MetricPoint, ...] = ()
     findings: tuple[store.StoredFinding, ...] = field(default_factory=tuple)
+    notes: str = ""
+    notes_note: str = ""
 
 
 def load_detail(ws: Workspace, experiment: store.Experiment, best_id: int | None) -> Detail:
-    """Read the experiment again, with its diff, turns, log, points and findings."""
+    """Read the experiment again, with its diff, turns, log, points, findings and the agent's notes."""
     conn = store.open_store(ws.store_path, readonly=True)
     try:
         experiment = store.get_experiment(conn, experiment.id) or experiment  # it may have moved on
         diff, diff_note = read_diff(ws.root, experiment)
         log_lines, log_note = read_log(experiment)
+        notes, notes_note = read_notes(conn, experiment)
         return Detail(
             experiment=experiment, diff=diff, diff_note=diff_note,
             turns=tuple(queries.agent_turns(conn, experiment.id)), log_lines=log_lines, log_note=log_note,
             points=tuple(store.metric_points(conn, experiment.id, since_step=-(2**63))),
             best_points=tuple(store.metric_points(conn, best_id, since_step=-(2**63))) if best_id else (),
-            findings=tuple(store.list_findings(conn, experiment.id)),
+            findings=tuple(store.list_findings(conn, experiment.id)), notes=notes, notes_note=notes_note,
         )
     finally:
         conn.close()
@@ -68,6 +73,18 @@ def read_diff(root: Path, experiment: store.Experiment) -> tuple[str, str]:
     except UserError as exc:
         return "", f"Cannot read the diff: {exc}"
     return diff, "" if diff else "train.py is unchanged from its parent (the baseline, or a re-run)."
+
+
+def read_notes(conn: sqlite3.Connection, experiment: store.Experiment) -> tuple[str, str]:
+    """The notes the agent kept when it proposed the experiment and where they come from, or ("", why none)."""
+    kept = store.notes_at(conn, experiment.id)
+    if kept is None:
+        return "", "The agent had kept no notes by then."
+    if kept.experiment_id == experiment.id:
+        return kept.text, "as its proposal left them" if kept.text else "its proposal cleared them"
+    earlier = store.get_experiment(conn, kept.experiment_id)
+    since = f"#{earlier.seq}" if earlier else "an earlier proposal"
+    return kept.text, f"unchanged since {since}" if kept.text else f"cleared since {since}"
 
 
 def read_log(experiment: store.Experiment) -> tuple[tuple[str, ...], str]:

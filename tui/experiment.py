@@ -1,4 +1,4 @@
-"""The drill-down of one experiment: its diff, the agent's reasoning, its log, its metrics and findings."""
+"""The drill-down of one experiment: its diff, the agent's reasoning and notes, its log, its metrics and findings."""
 
 import time
 
@@ -35,15 +35,17 @@ def title_text(run: Run, e: Experiment) -> Text:
 
 
 def agent_text(run: Run, detail: Detail) -> Text:
+    """The description, the model's turns for the proposal, then the notes the agent kept (all drawn as data)."""
     text = Text.assemble(("description  ", "dim"), detail.experiment.description, "\n")
     if not detail.turns:
-        return text.append(f"\nNo model call is linked to this experiment: the {run.agent} agent proposed it "
-                           "without one (the baseline, a sweep step or a replayed edit).", style="dim")
+        text.append(f"\nNo model call is linked to this experiment: the {run.agent} agent proposed it "
+                    "without one (the baseline, a sweep step or a replayed edit).\n", style="dim")
     for number, turn in enumerate(detail.turns, start=1):
         text.append(f"\nturn {number} · ", style="bold")
         for style, line in turn_lines(turn):
             text.append(f"{line}\n", style=style)
-    return text
+    text.append("\nagent notes", style="bold").append(f"  {detail.notes_note}\n", style="dim")
+    return text.append(detail.notes)
 
 
 def diff_view(detail: Detail) -> Syntax | Text:

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from autoresearch.runner.check.findings import Finding
+
 
 @dataclass(frozen=True)
 class HistoryRow:
@@ -15,17 +17,38 @@ class HistoryRow:
     val_bpb: float | None
     status: str  # a record.status.Status: keep, discard, crash, timeout, oom, killed, blocked, violation
     description: str
+    delta: float | None = None  # val_bpb minus the best's when it was judged (negative: better); None: not judged
 
 
 @dataclass(frozen=True)
-class NearMiss:
-    """A candidate that beat its own parent, but whose parent was no longer the best when it finished: its change
-    may be worth porting onto the best."""
+class Change:
+    """A recent kept or near-miss experiment and its diff: what worked, or would have worked on its parent (a near
+    miss beat its own parent, but the best had moved on when it finished: its change may be worth porting)."""
 
     seq: int
     description: str
-    gain: float  # over its parent's val_bpb
-    diff: str  # against its parent
+    near_miss: bool  # False: kept
+    gain: float | None  # over the best before it (kept) or over its parent (near miss); None: not recorded
+    diff: str  # train.py against its parent
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    """What the store recorded of the last experiment's training; None: not recorded (see runner/agents/memory.py
+    for how each figure is read)."""
+
+    seq: int
+    status: str
+    description: str
+    val_bpb: float | None
+    final_loss: float | None  # the training loss of its last progress point
+    tok_per_s: float | None  # the median over its progress points
+    mfu_percent: float | None  # the median over its progress points
+    peak_memory_mb: float | None  # peak VRAM as train.py reported it, else the host-measured peak
+    training_seconds: float | None
+    steps: int  # progress points recorded
+    flat_step: int | None  # where the loss curve flattened (memory.flattened); None: too few points to say
+    flat_elapsed: float | None  # the training seconds at flat_step
 
 
 @dataclass(frozen=True)
@@ -39,7 +62,9 @@ class ProposalContext:
     last_failure: str | None  # traceback/log tail of the last failed experiment, or None
     best_val_bpb: float | None
     in_flight: list[HistoryRow] = field(default_factory=list)  # experiments training now (several slots)
-    near_misses: list[NearMiss] = field(default_factory=list)  # the latest first
+    recent_changes: list[Change] = field(default_factory=list)  # recent keeps and near misses, the latest first
+    last_summary: ExperimentSummary | None = None  # the last experiment that ran, None before any
+    notes: str = ""  # the agent's notes as its latest proposal left them (agent-written: show them as data)
     parent_sha: str | None = None  # the commit of train_py: the proposal's parent
 
 
@@ -50,6 +75,7 @@ class Proposal:
     train_py: str
     description: str
     turn_ids: list[int] = field(default_factory=list)  # agent_turns rows logged for this proposal (and their cost)
+    notes: str | None = None  # the agent's notes, replaced whole by this proposal; None: unchanged
 
 
 @dataclass(frozen=True)
@@ -98,6 +124,18 @@ class AgentHost:
 
 class AgentError(Exception):
     """A bad reply or transient trouble: the loop records it and retries (bounded)."""
+
+
+class AgentViolation(AgentError):
+    """A coding agent changed what it may not (runner/agents/workdir.py): no experiment comes of its proposal; the
+    loop records a violation with the evidence (finding) and the proposal's model calls (turn_ids)."""
+
+    RULE = "agent.confinement"
+
+    def __init__(self, message: str, evidence: dict):
+        super().__init__(message)
+        self.finding = Finding(self.RULE, "critical", "block", message, evidence)
+        self.turn_ids: list[int] = []  # set by the agent that caught it
 
 
 class AgentFatal(Exception):

@@ -4,7 +4,8 @@ One proposal is one conversation: the model reads and edits its copy of train.py
 `tools.py` and ends by calling submit. Every API call, failed or not, is logged through log_turn with its
 tokens and cost. The SDK retries transient failures itself (settings.max_retries); what still fails becomes
 AgentError (the loop retries, bounded), except a refused key, a missing permission, an exhausted credit
-or an unknown model, which no retry can fix: AgentFatal.
+or an unknown model, which no retry can fix: AgentFatal. With base_url set (an Anthropic-compatible server), a
+preflight the server does not implement is a warning, not a stop.
 """
 
 import os
@@ -24,15 +25,16 @@ from autoresearch.runner.agents.base import (
     ProposalContext,
     TurnLogger,
 )
+from autoresearch.runner.agents.pricing import usage_row
 from autoresearch.runner.agents.prompt import first_message, system_blocks
 from autoresearch.runner.agents.tools import TOOLS, WorkingCopy
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
 KEY_ENV = "ANTHROPIC_API_KEY"
-CACHE_READ_PRICE = 0.1  # of the input price
-CACHE_WRITE_PRICE = 1.25  # of the input price (5-minute cache)
 # Phrases of the 400 replies that mean the account cannot pay: retrying cannot help.
 BILLING_PHRASES = ("credit balance", "usage limits", "spending limit")
+# What a server that lacks an endpoint answers: no such route, method not allowed, not implemented.
+UNIMPLEMENTED_STATUSES = (404, 405, 501)
 
 
 @dataclass
@@ -43,7 +45,10 @@ class _Spend:
 
 
 class ClaudeAgent:
-    """Proposes train.py edits by talking to Claude; see the module docstring."""
+    """Proposes train.py edits by talking to Claude; see the module docstring.
+
+    warnings: what preflight noticed but did not stop for, one line each, for the loop to print.
+    """
 
     name = "claude"
 
@@ -55,15 +60,17 @@ class ClaudeAgent:
         self.model = settings.model or DEFAULT_MODEL
         self._settings = settings
         self._log_turn = log_turn
+        self.warnings: list[str] = []
         self._client = anthropic.Anthropic(
             api_key=key, base_url=settings.base_url, max_retries=settings.max_retries, timeout=settings.timeout_s
         )
 
     def propose(self, context: ProposalContext) -> Proposal:
         """Run one conversation until the model submits a changed, parseable train.py."""
-        copy = WorkingCopy(context.train_py, {"prepare.py": context.prepare_py, "program.md": context.program_md})
+        copy = WorkingCopy(context.train_py, {"prepare.py": context.prepare_py, "program.md": context.program_md},
+                           context.notes)
         system = system_blocks(context)
-        messages = [first_message(context)]
+        messages = [first_message(context, self._settings.memory_tokens)]
         spend = _Spend()
         for _ in range(self._settings.max_turns):
             message = self._send(system, messages, spend)
@@ -77,18 +84,26 @@ class ClaudeAgent:
             for use in uses:
                 result = copy.run(use["name"], use["input"])
                 if copy.description is not None:  # submitted: later calls in the same reply are not run
-                    return Proposal(copy.train_py, copy.description, spend.turn_ids)
+                    return Proposal(copy.train_py, copy.description, spend.turn_ids, copy.new_notes())
                 results.append(result.block(use["id"]))
             messages.append({"role": "user", "content": results})
         raise AgentError(f"claude did not submit a train.py within {self._settings.max_turns} turns")
 
     def preflight(self) -> None:
         """Ask the API about the model (free, GET /v1/models/{model}): a refused key or unknown model stops
-        the run before its baseline; an outage now is left to the proposals' own retries."""
+        the run before its baseline; an outage now is left to the proposals' own retries. A compatible server
+        (base_url set) that lacks the endpoint (404, 405, 501, a reply that is not JSON) adds a warning instead."""
         try:
             self._client.models.retrieve(self.model)
-        except anthropic.APIError as exc:
-            translated = _translate(exc, _one_line(exc), self.model)
+        except (anthropic.APIError, ValueError) as exc:  # ValueError: a reply body that is not JSON
+            error = _one_line(exc)
+            unimplemented = not isinstance(exc, anthropic.APIError) or (
+                isinstance(exc, anthropic.APIStatusError) and exc.status_code in UNIMPLEMENTED_STATUSES)
+            if self._settings.base_url and unimplemented:
+                self.warnings.append(f"{self._settings.base_url} does not serve GET /v1/models/{self.model} "
+                                     f"({error}): the key and model are checked by the first proposal instead")
+                return
+            translated = _translate(exc, error, self.model)
             if isinstance(translated, AgentFatal):
                 raise translated from exc
 
@@ -130,24 +145,13 @@ class ClaudeAgent:
 
 def _usage_dict(usage: Usage | None, settings: AgentSettings) -> dict[str, Any]:
     """The usage of one call in the store's terms, with its cost at settings' prices; zeros for a failed call."""
-    tokens_in = getattr(usage, "input_tokens", None) or 0
-    tokens_out = getattr(usage, "output_tokens", None) or 0
-    cache_read = getattr(usage, "cache_read_input_tokens", None) or 0
-    cache_write = getattr(usage, "cache_creation_input_tokens", None) or 0
-    price_in, price_out = settings.price_input_per_mtok, settings.price_output_per_mtok
-    cost = (
-        tokens_in * price_in
-        + tokens_out * price_out
-        + cache_read * price_in * CACHE_READ_PRICE
-        + cache_write * price_in * CACHE_WRITE_PRICE
-    ) / 1e6
-    return {
-        "input_tokens": tokens_in,
-        "output_tokens": tokens_out,
-        "cache_read_tokens": cache_read,
-        "cache_write_tokens": cache_write,
-        "cost_usd": cost,
-    }
+    return usage_row(
+        settings,
+        input_tokens=getattr(usage, "input_tokens", None) or 0,
+        output_tokens=getattr(usage, "output_tokens", None) or 0,
+        cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
+        cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
+    )
 
 
 def _reply_blocks(message: Message) -> list[dict[str, Any]]:

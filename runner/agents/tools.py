@@ -1,15 +1,19 @@
-"""The claude agent's tools: their JSON schemas, and their execution on an in-memory copy of train.py.
+"""The in-process LLM agents' tools: their JSON schemas, and their execution on an in-memory copy of train.py.
 
-Nothing here touches the disk: the model can read train.py, prepare.py and program.md, edit its own copy
-of train.py, and submit it. A bad call (unknown tool, wrong argument types, an edit that does not apply,
-a submission that does not parse) comes back as an is_error tool result the model can act on.
+Nothing here touches the disk: the model can read train.py, prepare.py, program.md and its notes, edit its
+own copy of train.py, replace its notes (kept between proposals: the loop stores them per run and shows them
+at the next proposal), and submit. A bad call (unknown tool, wrong argument types, an edit that does not apply,
+a submission that does not parse, notes too long) comes back as an is_error tool result the model can act on.
 """
 
 import ast
 from dataclasses import dataclass, field
 from typing import Any
 
+from autoresearch.runner.record.store import NOTES_CHARS
+
 EDITABLE = "train.py"
+NOTES = "notes.md"  # the name view_file shows the notes under
 MAX_DESCRIPTION_CHARS = 200
 
 TOOLS: list[dict[str, Any]] = [
@@ -19,7 +23,7 @@ TOOLS: list[dict[str, Any]] = [
         "input_schema": {
             "type": "object",
             "properties": {
-                "name": {"type": "string", "enum": ["train.py", "prepare.py", "program.md"]},
+                "name": {"type": "string", "enum": ["train.py", "prepare.py", "program.md", NOTES]},
                 "start_line": {"type": "integer", "description": "first line to show, 1-based"},
                 "end_line": {"type": "integer", "description": "last line to show, inclusive"},
             },
@@ -41,6 +45,17 @@ TOOLS: list[dict[str, Any]] = [
         "input_schema": {
             "type": "object",
             "properties": {"content": {"type": "string"}},
+            "required": ["content"],
+        },
+    },
+    {
+        "name": "update_notes",
+        "description": f"Replace your notes by `content`, the whole new text (at most {NOTES_CHARS} characters): "
+                       "what you learned and what to try next. They are kept between proposals and shown to you at "
+                       "each one. Call it before submit.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"content": {"type": "string", "maxLength": NOTES_CHARS}},
             "required": ["content"],
         },
     },
@@ -74,12 +89,14 @@ class _BadInput(Exception):
 
 @dataclass
 class WorkingCopy:
-    """train.py as the model has edited it so far, the read-only files, and the submission once made."""
+    """train.py as the model has edited it so far, the read-only files, its notes, and the submission once made."""
 
     original: str
     readonly: dict[str, str]  # prepare.py and program.md
+    notes: str = ""  # the notes the context gave; update_notes replaces them
     train_py: str = field(init=False)
     description: str | None = field(init=False, default=None)  # set by a successful submit
+    _notes_updated: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.train_py = self.original
@@ -90,6 +107,7 @@ class WorkingCopy:
             "view_file": self._view,
             "replace_in_train_py": self._replace,
             "rewrite_train_py": self._rewrite,
+            "update_notes": self._update_notes,
             "submit": self._submit,
         }
         handler = handlers.get(name)
@@ -104,12 +122,14 @@ class WorkingCopy:
 
     def _view(self, args: dict[str, Any]) -> ToolResult:
         name = _arg(args, "name", str)
-        files = {EDITABLE: self.train_py, **self.readonly}
+        files = {EDITABLE: self.train_py, **self.readonly, NOTES: self.notes}
         if name not in files:
             raise _BadInput(f"no file {name!r}; the files are: {', '.join(files)}")
         lines = files[name].splitlines()
         start = _arg(args, "start_line", int, required=False) or 1
         end = _arg(args, "end_line", int, required=False) or len(lines)
+        if not lines:
+            return ToolResult(f"{name} is empty")
         if start < 1 or end < start:
             raise _BadInput(f"bad line range {start}..{end}; {name} has {len(lines)} lines")
         shown = lines[start - 1 : end]
@@ -133,6 +153,17 @@ class WorkingCopy:
             raise _BadInput("`content` is empty")
         self.train_py = content
         return ToolResult(f"rewritten; train.py has {len(content.splitlines())} lines{_parse_note(content)}")
+
+    def _update_notes(self, args: dict[str, Any]) -> ToolResult:
+        content = _arg(args, "content", str)
+        if len(content) > NOTES_CHARS:
+            raise _BadInput(f"the notes have {len(content)} characters, more than {NOTES_CHARS}: shorten them")
+        self.notes, self._notes_updated = content, True
+        return ToolResult(f"notes saved ({len(content)} characters); they are shown to you at the next proposal")
+
+    def new_notes(self) -> str | None:
+        """The notes for Proposal.notes: as update_notes left them, None when the model never called it."""
+        return self.notes if self._notes_updated else None
 
     def _submit(self, args: dict[str, Any]) -> ToolResult:
         description = _arg(args, "description", str).strip()

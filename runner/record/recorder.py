@@ -46,10 +46,10 @@ class ExperimentRecorder:
             self._conn.close()
             self._conn = None
 
-    def blocked(self, reason: str, findings: list[Finding], **row: Any) -> int:
-        """A candidate the static rules blocked: recorded, ended, never run."""
-        exp_id = store.create_experiment(self.conn, status=Status.BLOCKED, ended_at=time.time(), exit_reason=reason,
-                                         **row)
+    def blocked(self, reason: str, findings: list[Finding], status: str = Status.BLOCKED, **row: Any) -> int:
+        """A candidate refused before it ran: blocked by the static rules, or (status violation) handed back by an
+        agent that broke its confinement. Recorded, ended, never run."""
+        exp_id = store.create_experiment(self.conn, status=status, ended_at=time.time(), exit_reason=reason, **row)
         store.add_findings(self.conn, exp_id, findings)
         return exp_id
 

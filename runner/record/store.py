@@ -21,7 +21,8 @@ Decisions, written down:
   does not fit in 64 bits is not stored.
 - Text that a candidate or the agent can influence is data (runner/record/untrusted.py): the columns of
   UNTRUSTED_TEXT and every string of UNTRUSTED_JSON are escaped and bounded by `encode` on the way in
-  and, for rows an older version wrote, by `decode` on the way out. Every writer goes through them.
+  and, for rows an older version wrote, by `decode` on the way out; those of UNTRUSTED_LINES (the agent's
+  notes) likewise, their newlines kept. Every writer goes through them.
 """
 
 import dataclasses
@@ -51,6 +52,8 @@ INT64 = range(-(2**63), 2**63)
 UNTRUSTED_TEXT = {"description": DESCRIPTION_CHARS, "exit_reason": EXCERPT_CHARS, "note": EXCERPT_CHARS,
                   "message": EXCERPT_CHARS}
 UNTRUSTED_JSON = frozenset({"evidence_json"})
+NOTES_CHARS = 4000  # the agent's notes kept between proposals (its update_notes tool, a CLI's notes.md), at most
+UNTRUSTED_LINES = {"text": NOTES_CHARS}  # columns of untrusted text whose newlines are kept, each with its bound
 
 _V1 = """
 CREATE TABLE runs (
@@ -223,8 +226,19 @@ CREATE TABLE nodes (
 ) STRICT;
 """
 
+_V8 = """
+CREATE TABLE agent_notes (
+    id             INTEGER PRIMARY KEY,
+    run_id         INTEGER NOT NULL REFERENCES runs (id),
+    experiment_id  INTEGER NOT NULL REFERENCES experiments (id),  -- what the proposal that wrote it became
+    text           TEXT NOT NULL,  -- the agent's whole notes then (agent-written: data, NOTES_CHARS at most)
+    recorded_at    REAL NOT NULL
+) STRICT;
+CREATE INDEX agent_notes_run ON agent_notes (run_id, experiment_id);
+"""
+
 # Applied in order; never edit one that has shipped, append a new one.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -370,6 +384,17 @@ class Node:
     seen_at: float
 
 
+@dataclass(frozen=True)
+class AgentNotes:
+    """One row of `agent_notes`: the notes the agent kept, as one proposal of a run replaced them."""
+
+    id: int
+    run_id: int
+    experiment_id: int  # the experiment that proposal became
+    text: str  # as data: escaped (newlines kept) and at most NOTES_CHARS
+    recorded_at: float
+
+
 def _columns(row_type: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(row_type))
 
@@ -381,6 +406,7 @@ GPU_COLUMNS = _columns(GpuSample)
 COMMAND_COLUMNS = _columns(Command)
 NOISE_COLUMNS = _columns(Noise)
 NODE_COLUMNS = _columns(Node)
+NOTES_COLUMNS = _columns(AgentNotes)
 FINDING_COLUMNS = ("id", "experiment_id", "recorded_at", "rule_id", "severity", "action", "message",
                    "evidence_json")
 
@@ -518,9 +544,12 @@ def decode(column: str, value: Any) -> Any:
 
 
 def text_as_data(column: str, value: Any) -> Any:
-    """value escaped and cut to its bound when column is one of UNTRUSTED_TEXT; any other value as it is."""
+    """value escaped and cut to its bound when column is one of UNTRUSTED_TEXT (or UNTRUSTED_LINES, its newlines
+    kept); any other value as it is."""
     if column in UNTRUSTED_TEXT and isinstance(value, str):
         return as_data(value, UNTRUSTED_TEXT[column])
+    if column in UNTRUSTED_LINES and isinstance(value, str):
+        return as_data(value, UNTRUSTED_LINES[column], keep_newlines=True)
     return value
 
 
@@ -792,6 +821,29 @@ def link_agent_turns(conn: sqlite3.Connection, turn_ids: list[int], experiment_i
     with transaction(conn):
         conn.executemany("UPDATE agent_turns SET experiment_id = ? WHERE id = ?",
                          [(experiment_id, turn) for turn in turn_ids])
+
+
+def add_agent_notes(conn: sqlite3.Connection, run_id: int, experiment_id: int, text: str) -> int:
+    """Record the notes a proposal left (the whole text, agent-written: stored as data), with its experiment."""
+    with transaction(conn):
+        return _insert(conn, "agent_notes", {"run_id": run_id, "experiment_id": experiment_id,
+                                             "text": encode("text", text), "recorded_at": time.time()})
+
+
+def latest_notes(conn: sqlite3.Connection, run_id: int) -> str:
+    """The run's notes as its latest proposal left them ("" when the agent kept none)."""
+    row = conn.execute("SELECT text FROM agent_notes WHERE run_id = ? ORDER BY id DESC LIMIT 1", (run_id,)).fetchone()
+    return "" if row is None else decode("text", row["text"])
+
+
+def notes_at(conn: sqlite3.Connection, experiment_id: int) -> AgentNotes | None:
+    """The notes the agent kept when it proposed the experiment: those its proposal left, else the newest an
+    earlier proposal of its run left; None when there were none yet."""
+    row = conn.execute(
+        f"SELECT {', '.join(NOTES_COLUMNS)} FROM agent_notes WHERE experiment_id <= ? AND run_id = "
+        "(SELECT run_id FROM experiments WHERE id = ?) ORDER BY experiment_id DESC, id DESC LIMIT 1",
+        (experiment_id, experiment_id)).fetchone()
+    return None if row is None else _row(AgentNotes, row)
 
 
 def spent_usd(conn: sqlite3.Connection, run_id: int) -> float:

@@ -181,3 +181,40 @@ def tool_use(name: str, tool_input: dict[str, Any], use_id: str) -> dict[str, An
 def ok(*blocks: dict[str, Any], **fields: Any) -> Reply:
     """A 200 reply carrying these content blocks; fields go to message_body (stop_reason, token counts)."""
     return Reply(200, message_body(list(blocks), **fields))
+
+
+def message_events(content: list[dict[str, Any]], **fields: Any) -> list[tuple[str | None, dict[str, Any] | str]]:
+    """The Messages API's stream of the reply message_body(content, **fields) would give: message_start (usage with
+    the input and cache tokens, one output token), per block content_block_start, two deltas (text_delta or
+    input_json_delta) and content_block_stop, then message_delta (stop reason, cumulative output tokens) and
+    message_stop; a ping after message_start, as the API sends."""
+    body = message_body(content, **fields)
+    events: list[tuple[str | None, dict[str, Any] | str]] = [
+        ("message_start", {"type": "message_start", "message": {
+            **body, "content": [], "stop_reason": None, "usage": {**body["usage"], "output_tokens": 1}}}),
+        ("ping", {"type": "ping"}),
+    ]
+    for index, block in enumerate(content):
+        if block["type"] == "tool_use":
+            start = {**block, "input": {}}
+            text, delta_type, key = json.dumps(block["input"]), "input_json_delta", "partial_json"
+        else:
+            start, text, delta_type, key = {**block, "text": ""}, block["text"], "text_delta", "text"
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
+        half = len(text) // 2
+        for piece in (text[:half], text[half:]):
+            delta = {"type": "content_block_delta", "index": index, "delta": {"type": delta_type, key: piece}}
+            events.append(("content_block_delta", delta))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events.append(("message_delta", {
+        "type": "message_delta",
+        "delta": {"stop_reason": body["stop_reason"], "stop_sequence": None},
+        "usage": {"output_tokens": body["usage"]["output_tokens"]},
+    }))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def streamed(*blocks: dict[str, Any], **fields: Any) -> Reply:
+    """A 200 streamed reply carrying these content blocks; fields go to message_body (stop_reason, token counts)."""
+    return Reply(200, message_events(list(blocks), **fields))

@@ -52,8 +52,9 @@ def test_a_tool_conversation_yields_the_edited_train_py_and_logs_every_turn(api,
     assert first["system"][-1]["cache_control"] == {"type": "ephemeral"}
     assert "Lower val_bpb." in first["system"][-1]["text"] and "TIME_BUDGET = 300" in first["system"][-1]["text"]
     prompt = first["messages"][0]["content"][0]["text"]
-    assert TRAIN_PY in prompt and "1\tabc1234\t1.234568\tkeep\tbaseline" in prompt
-    assert {t["name"] for t in first["tools"]} == {"view_file", "replace_in_train_py", "rewrite_train_py", "submit"}
+    assert TRAIN_PY in prompt and "1\tabc1234\t1.234568\t-\tkeep\tbaseline" in prompt
+    assert {t["name"] for t in first["tools"]} == {"view_file", "replace_in_train_py", "rewrite_train_py",
+                                                   "update_notes", "submit"}
 
     [viewed] = results(api, 1)
     assert viewed["tool_use_id"] == "t1" and not viewed["is_error"]
@@ -222,7 +223,8 @@ def test_the_last_failure_is_in_the_prompt_cut_to_its_tail(api, context: Proposa
 
 
 def test_an_unknown_agent_is_a_user_error():
-    with pytest.raises(UserError, match="unknown agent 'gpt': choose one of claude, openai, claude-code, codex, sweep, replay"):
+    names = "claude, openai, claude-code, codex, sweep, replay"
+    with pytest.raises(UserError, match=f"unknown agent 'gpt': choose one of {names}"):
         make_agent("gpt", settings=AgentSettings(), log_turn=TurnLog())
 
 
@@ -243,3 +245,29 @@ def test_preflight_passes_a_good_key_and_leaves_an_outage_to_the_proposals(api):
     agent.preflight()
     agent.preflight()  # 529: not fatal, the proposals retry
     assert len(api.requests) == 2
+
+
+def test_preflight_with_a_base_url_still_stops_a_refused_permission(api):  # claude() sets base_url
+    api.script = [Reply(403, error_body("permission_error", "not allowed"))]
+    with pytest.raises(AgentFatal, match=r"lacks permission \(403\)"):
+        claude(api, TurnLog()).preflight()
+
+
+@pytest.mark.parametrize("reply", [Reply(404, "404 page not found"), Reply(405, "Method Not Allowed"),
+                                   Reply(501, error_body("api_error", "not implemented")), Reply(200, "<html>")])
+def test_preflight_against_a_compatible_server_without_the_models_endpoint_only_warns(api, reply):
+    api.script = [reply]
+    agent = claude(api, TurnLog())
+    agent.preflight()
+    [warning] = agent.warnings
+    assert warning.startswith(f"{api.base_url} does not serve GET /v1/models/claude-test (")
+    assert "checked by the first proposal" in warning
+
+
+def test_preflight_without_a_base_url_stops_an_unknown_model(api, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", api.base_url)  # the SDK's default, pointed at the fake
+    api.script = [Reply(404, error_body("not_found_error", "model: claude-test"))]
+    agent = claude(api, TurnLog(), base_url=None)
+    with pytest.raises(AgentFatal, match=r"not found \(404\); check the agent's model 'claude-test'"):
+        agent.preflight()
+    assert agent.warnings == [] and len(api.requests) == 1

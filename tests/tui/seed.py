@@ -105,6 +105,7 @@ def seed_workspace(root: Path, *, gpu: bool = True, heartbeat_age: float = 1.0, 
                                   host="seeded-host", sandbox=sandbox)
         store.update_run(conn, run_id, started_at=T0, heartbeat_at=NOW - heartbeat_age)
         ids = _experiments(conn, ws, repo, run_id, base, plan)
+        _notes(conn, run_id, ids)
         store.add_gpu_samples(conn, ids[-1], gpu_history(NOW - 0.5, gpu))
     finally:
         conn.close()
@@ -169,6 +170,16 @@ def _turns(conn: sqlite3.Connection, run_id: int, exp_id: int, seq: int, descrip
         usage={"input_tokens": 12_000 + seq, "output_tokens": 800, "cost_usd": 0.0481},
         request={"messages": []}, response=response, error=None)
     conn.execute("UPDATE agent_turns SET recorded_at = ? WHERE id = ?", (when - 2, turn))
+
+
+def _notes(conn: sqlite3.Connection, run_id: int, ids: list[int]) -> None:
+    """The notes the agent left with its proposals of #3 and #11 (the others left them unchanged)."""
+    notes = {3: "- deeper helps: DEPTH 6 beat 4\n- LR 0.02 was worse than 0.01",
+             11: "- kept: DEPTH 6, WIDTH 384\n- next: the LR schedule (cosine, warmup)\n- avoid: LR above 0.01"}
+    for seq, text in notes.items():
+        if seq <= len(ids):
+            row = store.add_agent_notes(conn, run_id, ids[seq - 1], text)
+            conn.execute("UPDATE agent_notes SET recorded_at = ? WHERE id = ?", (T0 + 300.0 * (seq - 1), row))
 
 
 def _findings(conn: sqlite3.Connection, exp_id: int, status: str) -> None:
