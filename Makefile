@@ -47,3 +47,12 @@ lint: install
 .PHONY: gpu-check
 gpu-check: install  # on a GPU box: the GPU profile for the full budget, cold then warm (SANDBOX=process without Docker)
 	$(AUTORESEARCH) bench --gpu -o build/gpu-check.json $(if $(SANDBOX),--sandbox $(SANDBOX))
+
+# Opt-in, not in CI: the real Claude Code and Codex (their agent images, from the npm registry) against the scripted
+# fake models, honest and hostile, inside a network namespace with only a loopback, so nothing can leave the machine.
+.PHONY: clis
+clis: install
+	$(AUTORESEARCH) image --agent claude-code
+	$(AUTORESEARCH) image --agent codex
+	unshare --map-root-user --net sh -c 'ip link set lo up && AUTORESEARCH_CLIS=1 AUTORESEARCH_REQUIRE_DOCKER=1 \
+		$(PYTHON) -m pytest -p no:cacheprovider -m clis tests/clis -s'

@@ -9,10 +9,10 @@ import sqlite3
 import sys
 from collections.abc import Callable
 
-from autoresearch.runner.commands import bench, doctor, experiment, node, reports, run, setup
+from autoresearch.runner.commands import agents, bench, doctor, experiment, node, reports, run, setup
 from autoresearch.runner.errors import UserError
 
-GROUPS = (setup, doctor, run, reports, experiment, bench, node)  # the order `autoresearch --help` lists them in
+GROUPS = (setup, doctor, agents, run, reports, experiment, bench, node)  # the order `autoresearch --help` lists them in
 
 
 def build_parser() -> argparse.ArgumentParser:

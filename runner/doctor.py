@@ -277,18 +277,18 @@ def check_web(settings: Settings) -> Check:
 
 
 def check_agent(settings: Settings) -> Check:
-    agent = settings.agent
-    if agent.name == "claude":
-        if not os.environ.get("ANTHROPIC_API_KEY"):
-            return Check("agent", FAIL, "claude needs ANTHROPIC_API_KEY, which is not set",
-                         "export ANTHROPIC_API_KEY=..., or set [agent] name = \"sweep\" to run offline")
-        return Check("agent", OK, f"claude ({agent.model or 'its default model'}), key set")
-    if agent.name == "replay":
-        if not agent.replay_file or not Path(agent.replay_file).is_file():
-            return Check("agent", FAIL, f"replay needs its file, and {agent.replay_file or 'none'} is not one",
-                         "set [agent] replay_file to a JSONL file of edits")
-        return Check("agent", OK, f"replay of {agent.replay_file}")
-    return Check("agent", OK, f"{agent.name} (offline, no key needed)")
+    """The configured agent's readiness (runner/agents/readiness.py, which `autoresearch agents` lists for all)."""
+    from autoresearch.runner.agents.readiness import readiness
+
+    row = readiness(settings.agent.name, settings.agent)
+    if row.kind == "offline" and row.ready:
+        what = f"replay of {settings.agent.replay_file}" if row.name == "replay" else "offline, no key needed"
+        return Check("agent", OK, f"{row.name} ({what})")
+    failed = [detail for _, ok, detail in row.checks if not ok]
+    if failed:
+        return Check("agent", FAIL, f"{row.name}: {'; '.join(failed)}", row.fix)
+    return Check("agent", OK, f"{row.name} ({settings.agent.model or 'its default model'}): "
+                 + "; ".join(detail for _, _, detail in row.checks))
 
 
 def check_store(ws: Workspace) -> Check:

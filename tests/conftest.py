@@ -70,7 +70,19 @@ def cpu_settings(policy=None, budget_s: float | None = None, sandbox: str = "doc
                     caps=Caps())
 
 
-DOCKER_FIXTURES = frozenset({"docker_client", "cpu_image", "docker_sandbox"})
+@pytest.fixture(scope="session")
+def claude_code_image(docker_client: docker.DockerClient) -> str:
+    """The tag of the claude-code agent image (Debian plus Claude Code's binary from npm), built when missing."""
+    from autoresearch.runner.agents.cli_images import build_agent_image
+
+    try:
+        return build_agent_image("claude-code")
+    except UserError as exc:
+        _unavailable(f"the claude-code agent image cannot be built: {exc}")
+
+
+DOCKER_FIXTURES = frozenset({"docker_client", "cpu_image", "docker_sandbox", "claude_code_image"})
+CLIS_ENV = "AUTORESEARCH_CLIS"  # set by `make clis`: the real coding-agent CLIs run (tests marked clis)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -79,3 +91,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if DOCKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.docker)
+        if item.get_closest_marker("clis") and os.environ.get(CLIS_ENV) != "1":
+            item.add_marker(pytest.mark.skip(reason="the real coding-agent CLIs run in `make clis` (opt-in)"))

@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from autoresearch.runner.commands import FLAVOR_CHOICES, SANDBOX_CHOICES
+from autoresearch.runner.errors import UserError
 from autoresearch.runner.phases.sources import CHOICES as SOURCE_CHOICES
 
 
@@ -18,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     image.add_argument("--force", action="store_true", help="rebuild even when the image is up to date")
     image.add_argument("--base", metavar="IMAGE",
                        help="build on this image (e.g. a pulled PyTorch image) instead of the debootstrapped base")
+    image.add_argument("--agent", metavar="{claude-code,codex}",
+                       help="build a coding-agent CLI's agent image (Debian plus the pinned CLI from npm) instead")
     image.set_defaults(func=cmd_image)
 
     prepare = sub.add_parser("prepare", help="prepare the task's data once, in a container of the image")
@@ -39,6 +42,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
+    if args.agent is not None:
+        from autoresearch.runner.agents.cli_images import CLI_PACKAGES, build_agent_image
+
+        if args.agent not in CLI_PACKAGES:
+            raise UserError(f"no agent image for {args.agent!r}: choose one of {', '.join(CLI_PACKAGES)}")
+        build_agent_image(args.agent, force=args.force)
+        return 0
     from autoresearch.runner.sandbox import images
 
     images.build_image(flavor=args.flavor, force=args.force, base=args.base)

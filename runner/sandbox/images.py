@@ -130,7 +130,7 @@ def build_image(flavor: str = "auto", force: bool = False, base: str | None = No
     client = connect(timeout=BUILD_TIMEOUT_S)
     try:
         base = base or BASE_IMAGE
-        _ensure_base(client, base)
+        ensure_base(client, base)
         probe = _probe_base(client, base)
         torch_requirement = [] if probe["torch"] else [TORCH_REQUIREMENTS[chosen]]
         digest = _inputs_digest(chosen, client.images.get(base).id, torch_requirement, probe)
@@ -224,7 +224,7 @@ def _require_disk(client: docker.DockerClient, flavor: str) -> None:
 # --- base images ---------------------------------------------------------------------------------------
 
 
-def _ensure_base(client: docker.DockerClient, base: str) -> None:
+def ensure_base(client: docker.DockerClient, base: str) -> None:
     """Make sure the base image is in the engine: debootstrap ours when missing or outdated, pull any other."""
     if base != BASE_IMAGE:
         _pull_base(client, base)
@@ -493,7 +493,7 @@ def _build(
             nocache=nocache,
             decode=True,
         )
-        _follow_build(stream, tag)
+        follow_build(stream, tag)
     size_gb = client.images.get(tag).attrs["Size"] / 1e9
     print(f"built {tag}: {size_gb:.2f} GB in {time.monotonic() - started:.0f} s", flush=True)
 
@@ -513,7 +513,7 @@ def _build_context(wheels: list[Path]) -> Iterator[IO[bytes]]:
         yield context
 
 
-def _follow_build(stream: Iterator[dict], tag: str) -> None:
+def follow_build(stream: Iterator[dict], tag: str) -> None:
     """Print the build's steps; on an error print its last lines of output and raise UserError."""
     tail: list[str] = []
     try:
