@@ -16,7 +16,7 @@ import anthropic
 import pytest
 
 from autoresearch.runner.agents.gateway import MAX_BODY_BYTES, PLACEHOLDER_KEY, Gateway, Upstream, httpx
-from autoresearch.runner.agents.gateway_usage import Tokens, UsageMeter, cost_usd
+from autoresearch.runner.agents.gateway_usage import Tokens, UsageMeter, usage_row
 from tests.agents.fake_api import FakeAPI, Reply, error_body, message_events, ok, streamed, tool_use
 
 REAL_KEY = "sk-ant-real-0123456789-secret"
@@ -245,8 +245,8 @@ def test_an_openai_responses_stream_is_relayed_and_metered(api: FakeAPI, gateway
     [row] = rows(gw)
     assert row["model"] == "gpt-test" and row["response"]["stop_reason"] == "completed"
     assert row["usage"]["input_tokens"] == 100 and row["usage"]["cache_read_tokens"] == 20
-    assert row["usage"]["output_tokens"] == 30 and row["usage"]["cost_usd"] == pytest.approx(cost_usd(
-        Tokens(100, 30, 20), PRICES))
+    assert row["usage"]["output_tokens"] == 30 and row["usage"]["cost_usd"] == pytest.approx(usage_row(
+        Tokens(100, 30, 20), PRICES)["cost_usd"])
 
 
 def test_an_openai_chat_stream_is_metered_from_its_usage_chunk(tcp_api: FakeAPI, gateway: Opener) -> None:

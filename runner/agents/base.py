@@ -109,6 +109,8 @@ class AgentSettings:
 
 
 AGENT_APIS = ("chat", "responses")  # the values of [agent] api
+# Phrases of the error replies that mean the account cannot pay: no retry can help (Anthropic's, then OpenAI's code).
+BILLING_PHRASES = ("credit balance", "usage limits", "spending limit", "insufficient_quota")
 
 
 @dataclass(frozen=True)

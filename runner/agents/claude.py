@@ -17,6 +17,7 @@ import anthropic
 from anthropic.types import Message, Usage
 
 from autoresearch.runner.agents.base import (
+    BILLING_PHRASES,
     AgentError,
     AgentFatal,
     AgentSettings,
@@ -25,14 +26,12 @@ from autoresearch.runner.agents.base import (
     ProposalContext,
     TurnLogger,
 )
-from autoresearch.runner.agents.pricing import usage_row
+from autoresearch.runner.agents.pricing import prices, usage_row
 from autoresearch.runner.agents.prompt import first_message, system_blocks
 from autoresearch.runner.agents.tools import TOOLS, WorkingCopy
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
 KEY_ENV = "ANTHROPIC_API_KEY"
-# Phrases of the 400 replies that mean the account cannot pay: retrying cannot help.
-BILLING_PHRASES = ("credit balance", "usage limits", "spending limit")
 # What a server that lacks an endpoint answers: no such route, method not allowed, not implemented.
 UNIMPLEMENTED_STATUSES = (404, 405, 501)
 
@@ -146,7 +145,7 @@ class ClaudeAgent:
 def _usage_dict(usage: Usage | None, settings: AgentSettings) -> dict[str, Any]:
     """The usage of one call in the store's terms, with its cost at settings' prices; zeros for a failed call."""
     return usage_row(
-        settings,
+        prices(settings),
         input_tokens=getattr(usage, "input_tokens", None) or 0,
         output_tokens=getattr(usage, "output_tokens", None) or 0,
         cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,

@@ -26,6 +26,7 @@ from autoresearch.runner.agents.agent_container import (
     run_agent_container,
 )
 from autoresearch.runner.agents.base import (
+    BILLING_PHRASES,
     AgentError,
     AgentFatal,
     AgentHost,
@@ -39,6 +40,7 @@ from autoresearch.runner.agents.base import (
 from autoresearch.runner.agents.cli_images import image_tag, require_agent_image
 from autoresearch.runner.agents.gateway import PLACEHOLDER_KEY, Gateway, Upstream
 from autoresearch.runner.agents.memory import render_memory
+from autoresearch.runner.agents.pricing import prices
 from autoresearch.runner.agents.workdir import (
     AGENT_FILES,
     DESCRIPTION,
@@ -64,6 +66,22 @@ Make exactly one experiment, in this folder:
 2. write one line into description.txt: the idea and what you expect of it;
 3. optionally rewrite notes.md: your own notes for your next proposals (at most a few thousand characters).
 Do not create, delete or rename files. Then stop."""
+
+
+FATAL_STATUSES = {401: "the upstream refused the key", 403: "the key lacks permission",
+                  402: "the upstream refused to bill the call"}
+
+
+def _fatal(failures: list[tuple[int, str]], base_url: str, model: str) -> str | None:
+    """Why no retry can help, from the upstream's failed replies during a proposal; None when one may."""
+    for status, error in failures:
+        if status in FATAL_STATUSES:
+            return f"{FATAL_STATUSES[status]} ({status}): {error[:200]}"
+        if status == 404:
+            return f"not found (404); check [agent] model {model or '(the CLI default)'!r} and base_url {base_url}"
+        if status in (400, 429) and any(phrase in error.lower() for phrase in BILLING_PHRASES):
+            return f"the upstream refused to bill the call ({status}): {error[:200]}"
+    return None
 
 
 class CliAgent:
@@ -99,7 +117,7 @@ class CliAgent:
     def preflight(self) -> None:
         """The agent image must be there (a missing one is fatal, with the command that builds it)."""
         try:
-            require_agent_image(self.name)
+            require_agent_image(self.name, self.image)
         except UserError as exc:
             raise AgentFatal(str(exc)) from None
 
@@ -117,6 +135,7 @@ class CliAgent:
         """One fresh CLI run in a fresh agent container; its /work judged (workdir.py)."""
         gateway = self._ensure_gateway()
         gateway.take_turns()
+        gateway.take_failures()
         staging = Path(tempfile.mkdtemp(prefix="stage-", dir=self._host.scratch_dir))
         try:
             task_files, given = self._stage(staging, context)
@@ -128,12 +147,20 @@ class CliAgent:
         self.last_run = run
         if gateway.capped:
             raise AgentFatal("the run's dollar cap is reached: the gateway refused the agent's next call")
+        fatal = _fatal(gateway.take_failures(), self.upstream.base_url, self.model)
+        if fatal:
+            raise AgentFatal(fatal)
+        if gateway.closed:  # the CLI lost its model mid-run: whatever it left is cut short, never half-applied
+            raise AgentError("the gateway stopped during the proposal; its result is discarded")
         try:
             returned = judge_workdir(run.work_tar, task_files, given)
         except AgentViolation as exc:
             exc.turn_ids = turn_ids
             raise
         except NoChange:
+            if run.exit_code in (126, 127):  # the shell's "cannot execute" and "not found"
+                raise AgentFatal(f"the {self.image} image cannot run its CLI ({self._tail(run.output)}): rebuild it "
+                                 f"with `autoresearch image --agent {self.name} --force`") from None
             if run.exit_code != 0:
                 raise AgentError(f"{self.name} exited {run.exit_code}: {self._tail(run.output)}") from None
             raise
@@ -142,12 +169,14 @@ class CliAgent:
         return Proposal(returned.train_py, description, turn_ids, notes=notes)
 
     def _ensure_gateway(self) -> Gateway:
+        """The gateway, started at the first proposal, and again after one that died."""
+        if self._gateway is not None and self._gateway.closed:
+            self.close()
         if self._gateway is None:
             folder = Path(tempfile.mkdtemp(prefix="ar-gateway-"))  # short: a socket's path has at most 107 bytes
             folder.chmod(0o755)
-            prices = (self._settings.price_input_per_mtok, self._settings.price_output_per_mtok)
             self._gateway = Gateway(folder / Path(GATEWAY_SOCKET).name, self.upstream, log_turn=self._log_turn,
-                                    prices=prices, dollars_left=self._host.dollars_left,
+                                    prices=prices(self._settings), dollars_left=self._host.dollars_left,
                                     timeout_s=self._settings.timeout_s).start()
         return self._gateway
 

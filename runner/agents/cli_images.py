@@ -76,9 +76,9 @@ def host_arch() -> str:
     return MACHINES[machine]
 
 
-def require_agent_image(agent: str) -> str:
-    """The tag of the agent's image, or a UserError saying how to build it."""
-    tag = image_tag(agent)
+def require_agent_image(agent: str, tag: str | None = None) -> str:
+    """The tag of the agent's image (tag: another one of its), or a UserError saying how to build it."""
+    tag = tag or image_tag(agent)
     client = connect()
     try:
         client.images.get(tag)

@@ -101,6 +101,7 @@ class Gateway:
         self._log_turn = log_turn
         self._dollars_left = dollars_left
         self._turns: list[int] = []
+        self._failures: list[tuple[int, str]] = []  # (status, error) of upstream replies >= 400, since the last take
         self._lock = threading.Lock()  # guards the state below and serializes log_turn
         self._idle = threading.Condition(self._lock)
         self._connections: set[socket.socket] = set()
@@ -156,6 +157,12 @@ class Gateway:
             turns, self._turns = self._turns, []
         return turns
 
+    def take_failures(self) -> list[tuple[int, str]]:
+        """The (status, error) of the upstream's failed replies since the last take (502: unreachable)."""
+        with self._lock:
+            failures, self._failures = self._failures, []
+        return failures
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -187,6 +194,8 @@ class Gateway:
                                  response=json.loads(self.redact(json.dumps(summary))),
                                  error=self.redact(error) if error else None)
             self._turns.append(row)
+            if status >= 400:
+                self._failures.append((status, self.redact(error or "")))
 
     def _track(self, sock: socket.socket, *, add: bool) -> None:
         """Know every client connection, to end it on close()."""

@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from autoresearch.runner.agents.pricing import CACHE_READ_PRICE, CACHE_WRITE_PRICE
+from autoresearch.runner.agents import pricing
+from autoresearch.runner.agents.pricing import Prices
 
 MAX_READ = 16 * 1024 * 1024  # a JSON body or one event longer than this is relayed but not read
 
@@ -25,26 +26,10 @@ class Tokens:
     cache_write: int = 0
 
 
-def cost_usd(tokens: Tokens, prices: tuple[float, float]) -> float:
-    """The dollars of these tokens at (input, output) $/Mtok, by pricing.py's rule (which takes AgentSettings)."""
-    price_in, price_out = prices
-    return (
-        tokens.input * price_in
-        + tokens.output * price_out
-        + tokens.cache_read * price_in * CACHE_READ_PRICE
-        + tokens.cache_write * price_in * CACHE_WRITE_PRICE
-    ) / 1e6
-
-
-def usage_row(tokens: Tokens, prices: tuple[float, float]) -> dict[str, Any]:
-    """The usage argument of log_turn."""
-    return {
-        "input_tokens": tokens.input,
-        "output_tokens": tokens.output,
-        "cache_read_tokens": tokens.cache_read,
-        "cache_write_tokens": tokens.cache_write,
-        "cost_usd": cost_usd(tokens, prices),
-    }
+def usage_row(tokens: Tokens, prices: Prices) -> dict[str, Any]:
+    """The usage argument of log_turn, priced by pricing.py's rule."""
+    return pricing.usage_row(prices, input_tokens=tokens.input, output_tokens=tokens.output,
+                             cache_read_tokens=tokens.cache_read, cache_write_tokens=tokens.cache_write)
 
 
 class UsageMeter:

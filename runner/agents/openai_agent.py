@@ -26,7 +26,7 @@ from autoresearch.runner.agents.base import (
     ProposalContext,
     TurnLogger,
 )
-from autoresearch.runner.agents.pricing import usage_row
+from autoresearch.runner.agents.pricing import prices, usage_row
 from autoresearch.runner.agents.prompt import first_message, system_blocks
 from autoresearch.runner.agents.tools import TOOLS, ToolResult, WorkingCopy
 
@@ -180,7 +180,7 @@ class OpenAIAgent:
             status = isinstance(exc, openai.APIStatusError)
             response = {"status_code": exc.status_code, "body": self._scrub(exc.body)} if status else {}
             turn_ids.append(self._log_turn(
-                model=self.model, usage=usage_row(self._settings), latency_s=time.monotonic() - started,
+                model=self.model, usage=usage_row(prices(self._settings)), latency_s=time.monotonic() - started,
                 request=request, response=response, error=error,
             ))
             raise self._translate(exc, error) from exc
@@ -252,7 +252,7 @@ def _usage(usage: object, settings: AgentSettings) -> dict[str, Any]:
     details = getattr(usage, "prompt_tokens_details", None) or getattr(usage, "input_tokens_details", None)
     cached = min(_count(details, "cached_tokens"), prompt)
     completion = _count(usage, "completion_tokens") or _count(usage, "output_tokens")
-    return usage_row(settings, input_tokens=prompt - cached, output_tokens=completion, cache_read_tokens=cached)
+    return usage_row(prices(settings), input_tokens=prompt - cached, output_tokens=completion, cache_read_tokens=cached)
 
 
 def _count(source: object, name: str) -> int:
