@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("docker", "requests", "anthropic", "torch")
+HEAVY = ("docker", "requests", "anthropic", "openai", "httpx2", "torch")
 
 # Prints the heavy top-level packages in sys.modules after the code before it ran, as one JSON list.
 REPORT = f"import json, sys; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
