@@ -72,8 +72,8 @@ def _replay_file(settings: AgentSettings) -> Path:
 
 # The arguments each agent's class is constructed with, from what make_agent is given (their signatures differ).
 _ARGUMENTS: dict[str, Callable[[AgentSettings, TurnLogger, int, AgentHost | None], tuple]] = {
-    "claude": lambda settings, log_turn, seed, host: (settings, log_turn),
-    "openai": lambda settings, log_turn, seed, host: (settings, log_turn),
+    "claude": lambda settings, log_turn, seed, host: (settings, log_turn, host),
+    "openai": lambda settings, log_turn, seed, host: (settings, log_turn, host),
     "claude-code": lambda settings, log_turn, seed, host: (settings, log_turn, host),
     "codex": lambda settings, log_turn, seed, host: (settings, log_turn, host),
     "sweep": lambda settings, log_turn, seed, host: (seed,),

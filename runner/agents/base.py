@@ -123,6 +123,13 @@ class AgentHost:
     dollars_left: Callable[[], float | None] = lambda: None
     labels: dict[str, str] = field(default_factory=dict)
 
+    def require_budget(self) -> None:
+        """AgentFatal when the run's dollar cap is spent: asked before every model call, so no agent's proposal
+        can spend past it (a coding-agent CLI's gateway asks the same)."""
+        left = self.dollars_left()
+        if left is not None and left <= 0:
+            raise AgentFatal("the run's dollar cap is reached: no further model call is made")
+
 
 class AgentError(Exception):
     """A bad reply or transient trouble: the loop records it and retries (bounded)."""

@@ -20,6 +20,7 @@ from autoresearch.runner.agents.base import (
     BILLING_PHRASES,
     AgentError,
     AgentFatal,
+    AgentHost,
     AgentSettings,
     Outcome,
     Proposal,
@@ -51,7 +52,7 @@ class ClaudeAgent:
 
     name = "claude"
 
-    def __init__(self, settings: AgentSettings, log_turn: TurnLogger) -> None:
+    def __init__(self, settings: AgentSettings, log_turn: TurnLogger, host: AgentHost | None = None) -> None:
         key_env = settings.key_env or KEY_ENV
         key = os.environ.get(key_env)
         if not key:
@@ -59,6 +60,7 @@ class ClaudeAgent:
         self.model = settings.model or DEFAULT_MODEL
         self._settings = settings
         self._log_turn = log_turn
+        self._host = host
         self.warnings: list[str] = []
         self._client = anthropic.Anthropic(
             api_key=key, base_url=settings.base_url, max_retries=settings.max_retries, timeout=settings.timeout_s
@@ -118,6 +120,8 @@ class ClaudeAgent:
             "tools": TOOLS,
             "messages": _with_cache_marker(messages),
         }
+        if self._host is not None:
+            self._host.require_budget()
         started = time.monotonic()
         try:
             message = self._client.messages.create(**request)

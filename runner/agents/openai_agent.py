@@ -20,6 +20,7 @@ import openai
 from autoresearch.runner.agents.base import (
     AgentError,
     AgentFatal,
+    AgentHost,
     AgentSettings,
     Outcome,
     Proposal,
@@ -65,7 +66,7 @@ class OpenAIAgent:
 
     name = "openai"
 
-    def __init__(self, settings: AgentSettings, log_turn: TurnLogger) -> None:
+    def __init__(self, settings: AgentSettings, log_turn: TurnLogger, host: AgentHost | None = None) -> None:
         self._key_env = settings.key_env or KEY_ENV
         self._secret = os.environ.get(self._key_env) or None
         if self._secret is None and not settings.base_url:
@@ -75,6 +76,7 @@ class OpenAIAgent:
         self.warnings: list[str] = []
         self._settings = settings
         self._log_turn = log_turn
+        self._host = host
         self._client = openai.OpenAI(
             api_key=self._secret or LOCAL_KEY, base_url=settings.base_url, max_retries=settings.max_retries,
             timeout=settings.timeout_s,
@@ -170,6 +172,8 @@ class OpenAIAgent:
 
     def _send(self, create: Callable[..., Any], request: dict[str, Any], turn_ids: list[int]) -> Any:
         """One API call, logged (failed or not) with its usage and cost; the row's id goes to turn_ids."""
+        if self._host is not None:
+            self._host.require_budget()
         started = time.monotonic()
         try:
             reply = create(**request)
