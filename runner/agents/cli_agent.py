@@ -264,7 +264,8 @@ class CodexAgent(CliAgent):
         provider = {"name": "autoresearch", "base_url": f"http://127.0.0.1:{RELAY_PORT}/v1",
                     "env_key": "OPENAI_API_KEY", "wire_api": "responses"}
         config = ["-c", "model_provider=autoresearch", "-c",
-                  "model_providers.autoresearch={" + ", ".join(f'{k}="{v}"' for k, v in provider.items()) + "}"]
+                  "model_providers.autoresearch={" + ", ".join(f'{k}="{v}"' for k, v in provider.items()) + "}",
+                  "-c", "analytics.enabled=false"]  # else codex waits 5 s at exit to send analytics it cannot send
         model = ["--model", self.model] if self.model else []
         codex = ["codex", "exec", "--json", "--skip-git-repo-check", *self.permission_args, *config, *model, TASK]
         relay = (f'mkdir -p "$CODEX_HOME"; python3 /opt/autoresearch/relay.py {RELAY_PORT} {GATEWAY_SOCKET} & '
