@@ -139,6 +139,38 @@ def test_hostile_model_exhausting_the_dollar_cap_stops_the_run(cli, make):
     assert len(upstream.requests) == 1 and agent._gateway.refusals
 
 
+@pytest.mark.parametrize("name", ["claude", "openai"])
+def test_the_in_process_agents_overhead_for_comparison(name, tmp_path, monkeypatch, record_property):
+    """The same honest proposal (view, edit, submit: three calls) by the in-process agents, through the real SDKs
+    against the same fakes: the figures `make clis` prints beside the CLIs'."""
+    from autoresearch.runner.agents import make_agent
+    from tests.agents.fake_api import ok, tool_use
+    from tests.agents.fake_openai import chat_reply, tool_call
+
+    calls = [("view_file", {"name": "train.py"}), ("replace_in_train_py", {"old": "LR = 0.02", "new": "LR = 0.04"}),
+             ("submit", {"description": "raise LR to 0.04"})]
+    if name == "claude":
+        script = [ok(tool_use(tool, args, f"toolu_{n}")) for n, (tool, args) in enumerate(calls)]
+    else:
+        script = [chat_reply(tool_call(tool, args, f"call_{n}")) for n, (tool, args) in enumerate(calls)]
+    upstream = FakeAPI(script).start()
+    monkeypatch.setenv("ANTHROPIC_API_KEY" if name == "claude" else "OPENAI_API_KEY", REAL_KEY)
+    base_url = upstream.base_url if name == "claude" else f"{upstream.base_url}/v1"
+    log = TurnLog()
+    agent = make_agent(name, settings=AgentSettings(name=name, base_url=base_url), log_turn=log,
+                       host=AgentHost(tmp_path))
+    began = time.monotonic()
+    proposal = agent.propose(CONTEXT)
+    total = time.monotonic() - began
+    upstream.stop()
+    assert proposal.train_py == "LR = 0.04\n" and len(log.rows) == 3
+    figures = {"agent": name, "total_s": round(total, 3), "calls": len(log.rows),
+               "tokens": sum(r["usage"]["input_tokens"] + r["usage"]["output_tokens"] for r in log.rows),
+               "usd": round(sum(r["usage"]["cost_usd"] for r in log.rows), 6)}
+    record_property("figures", figures)
+    print("FIGURES", json.dumps(figures))
+
+
 def test_versions_of_the_real_clis(cli, docker_client):
     from autoresearch.runner.agents.cli_images import image_tag
 
