@@ -18,7 +18,6 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import IO
 
@@ -27,7 +26,14 @@ import docker.errors
 
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.sandbox.engine import connect
-from autoresearch.runner.sandbox.images import BASE_IMAGE, INPUTS_LABEL, ensure_base, follow_build
+from autoresearch.runner.sandbox.images import (
+    BASE_IMAGE,
+    INPUTS_LABEL,
+    ensure_base,
+    follow_build,
+    require_tag,
+    resource,
+)
 
 ENTRY_FILES = ("agent.Dockerfile", "agent_enter.sh", "agent_relay.py")
 NPM_TIMEOUT_S = 600
@@ -78,15 +84,7 @@ def host_arch() -> str:
 
 def require_agent_image(agent: str, tag: str | None = None) -> str:
     """The tag of the agent's image (tag: another one of its), or a UserError saying how to build it."""
-    tag = tag or image_tag(agent)
-    client = connect()
-    try:
-        client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        raise UserError(f"the {agent} agent image {tag} is missing: run `autoresearch image --agent {agent}`") from None
-    finally:
-        client.close()
-    return tag
+    return require_tag(tag or image_tag(agent), f"the {agent} agent image", f"autoresearch image --agent {agent}")
 
 
 def build_agent_image(agent: str, force: bool = False) -> str:
@@ -160,12 +158,8 @@ def _inputs_digest(base_id: str, package: CliPackage, arch: str, integrity: str)
     binaries = [f"{path} {name}" for path, name in package.binaries]
     digest = hashlib.sha256("\n".join([base_id, package.spec(arch), integrity, *binaries]).encode())
     for name in ENTRY_FILES:
-        digest.update(_resource(name))
+        digest.update(resource(name))
     return f"sha256:{digest.hexdigest()}"
-
-
-def _resource(name: str) -> bytes:
-    return files("autoresearch.images").joinpath(name).read_bytes()
 
 
 @contextmanager
@@ -175,7 +169,7 @@ def _context(tarball: Path, package: CliPackage, arch: str) -> Iterator[IO[bytes
     with tempfile.TemporaryFile() as context:
         with tarfile.open(fileobj=context, mode="w") as out, tarfile.open(tarball, mode="r:gz") as npm:
             for name in ENTRY_FILES:
-                data = _resource(name)
+                data = resource(name)
                 info = tarfile.TarInfo(name)
                 info.size, info.mode = len(data), 0o755
                 out.addfile(info, io.BytesIO(data))

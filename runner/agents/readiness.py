@@ -14,6 +14,7 @@ from pathlib import Path
 
 from autoresearch.runner.agents import REGISTRY
 from autoresearch.runner.agents.base import AgentSettings
+from autoresearch.runner.sandbox.engine import engine_reachable
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def readiness(name: str, settings: AgentSettings, engine: bool | None = None) ->
         check("file", bool(given), f"replay_file {own.replay_file or 'is not set'}",
               'set [agent] replay_file = "edits.jsonl", a JSONL file of edits')
     if KINDS[name] == "cli":
-        engine = _engine() if engine is None else engine
+        engine = engine_reachable() if engine is None else engine
         check("docker", engine, "the Docker engine " + ("answers" if engine else "does not answer"),
               "start dockerd (or set DOCKER_HOST)")
         if engine:
@@ -71,7 +72,7 @@ def readiness(name: str, settings: AgentSettings, engine: bool | None = None) ->
 
 
 def all_readiness(settings: AgentSettings) -> list[Readiness]:
-    engine = _engine()
+    engine = engine_reachable()
     return [readiness(name, settings, engine) for name in REGISTRY]
 
 
@@ -88,17 +89,6 @@ def _key(name: str, settings: AgentSettings, check) -> None:
         also = ", or set [agent] base_url to a local server" if name == "openai" else also
         check("key", False, f"{env} is not set", f"export {env}=...{also}, or set [agent] name = \"sweep\" to run "
               "offline")
-
-
-def _engine() -> bool:
-    from autoresearch.runner.errors import UserError
-    from autoresearch.runner.sandbox.engine import connect
-
-    try:
-        connect(timeout=5).close()
-    except UserError:
-        return False
-    return True
 
 
 def _image(name: str, check) -> None:

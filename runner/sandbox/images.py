@@ -108,12 +108,16 @@ class NoFittingWheel(UserError):
 
 def require_image(flavor: str) -> str:
     """The tag of the flavor's experiment image, or a UserError saying how to build it."""
-    tag = image_tag(flavor)
+    return require_tag(image_tag(flavor), "the experiment image", "make image")
+
+
+def require_tag(tag: str, what: str, build: str) -> str:
+    """tag when the engine has that image, else a UserError: "{what} {tag} is missing: run `{build}`"."""
     client = connect()
     try:
         client.images.get(tag)
     except docker.errors.ImageNotFound:
-        raise UserError(f"the experiment image {tag} is missing: run `make image`") from None
+        raise UserError(f"{what} {tag} is missing: run `{build}`") from None
     finally:
         client.close()
     return tag
@@ -171,9 +175,9 @@ def _inputs_label(client: docker.DockerClient, tag: str) -> str | None:
 def _inputs_digest(flavor: str, base_id: str, torch_requirement: list[str], probe: dict[str, str]) -> str:
     """sha256 over what the image is made of: Dockerfile, requirements, self-test, flavor, base, torch, platforms."""
     parts = [
-        _resource("Dockerfile"),
-        _resource("requirements.txt"),
-        _resource("selftest.py"),
+        resource("Dockerfile"),
+        resource("requirements.txt"),
+        resource("selftest.py"),
         flavor.encode(),
         base_id.encode(),
         " ".join(torch_requirement).encode(),
@@ -192,7 +196,7 @@ def _platforms(probe: dict[str, str]) -> list[str]:
     return [*tags, f"manylinux2014_{machine}"]
 
 
-def _resource(name: str) -> bytes:
+def resource(name: str) -> bytes:
     """A file of the images/ data package (Dockerfile, requirements.txt, selftest.py)."""
     return files("autoresearch.images").joinpath(name).read_bytes()
 
@@ -400,7 +404,7 @@ def _fill_wheelhouse(flavor: str, torch_requirement: list[str], probe: dict[str,
 
 def _wheelhouse_key(torch_requirement: list[str], probe: dict[str, str]) -> str:
     """sha256 over what the wheelhouse is downloaded for: requirements, torch, the base's Python and platforms."""
-    inputs = [_resource("requirements.txt").decode(), *torch_requirement, probe["python"], *_platforms(probe)]
+    inputs = [resource("requirements.txt").decode(), *torch_requirement, probe["python"], *_platforms(probe)]
     return hashlib.sha256("\n".join(inputs).encode()).hexdigest()
 
 
@@ -501,7 +505,7 @@ def _build(
 @contextmanager
 def _build_context(wheels: list[Path]) -> Iterator[IO[bytes]]:
     """A tar, in a temporary file, of the Dockerfile and of wheelhouse/ with the wheels."""
-    dockerfile = _resource("Dockerfile")
+    dockerfile = resource("Dockerfile")
     with tempfile.TemporaryFile() as context:
         with tarfile.open(fileobj=context, mode="w") as tar:
             info = tarfile.TarInfo("Dockerfile")

@@ -10,6 +10,7 @@ import pytest
 from autoresearch.runner.agents.base import AgentError, AgentFatal, AgentHost, AgentSettings
 from autoresearch.runner.agents.gateway import Upstream
 from autoresearch.runner.agents.workdir import NoChange
+from tests.agents.conftest import TurnLog
 from tests.agents.fake_api import FakeAPI, Reply, error_body, streamed
 from tests.security.test_hostile_agent import EDIT, REAL_KEY, ScriptedCli, call, context
 
@@ -21,7 +22,7 @@ def make(claude_code_image, tmp_path, monkeypatch):
 
     def make_agent(script: list, **settings):
         upstream = FakeAPI(script, unix_socket=tmp_path / f"up{len(made)}.sock").start()
-        agent = ScriptedCli(AgentSettings(name="claude-code", cli_timeout_s=60, **settings), _Log(),
+        agent = ScriptedCli(AgentSettings(name="claude-code", cli_timeout_s=60, **settings), TurnLog(),
                             AgentHost(tmp_path, labels={"autoresearch.test": "cli-agent"}))
         agent.upstream = Upstream("http://localhost", "anthropic", REAL_KEY, unix_socket=upstream.unix_socket)
         made.append((agent, upstream))
@@ -31,15 +32,6 @@ def make(claude_code_image, tmp_path, monkeypatch):
     for agent, upstream in made:
         agent.close()
         upstream.stop()
-
-
-class _Log:
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-
-    def __call__(self, **row) -> int:
-        self.rows.append(row)
-        return len(self.rows)
 
 
 @pytest.mark.parametrize(("reply", "message"), [
