@@ -25,7 +25,9 @@ class ClaudeScript:
         tools = {tool.get("name") for tool in request.body.get("tools", [])}
         if "Edit" not in tools:  # a side call
             return Reply(200, message_events([{"type": "text", "text": "ok"}], stop_reason="end_turn"))
-        step = sum(1 for message in request.body.get("messages", []) if message.get("role") == "assistant")
+        # Counted in tool_use blocks: Claude Code sends consecutive assistant turns merged into one message.
+        step = sum(1 for message in request.body.get("messages", []) if message.get("role") == "assistant"
+                   for block in message.get("content") or [] if isinstance(block, dict) and block["type"] == "tool_use")
         if step >= len(self.actions):
             return Reply(200, message_events([{"type": "text", "text": "done"}], stop_reason="end_turn"))
         name, tool_input = self.actions[step]

@@ -22,6 +22,7 @@ from tests.clis.scripted import ClaudeScript, CodexScript, apply_patch
 pytestmark = [pytest.mark.clis, pytest.mark.docker]
 REAL_KEY = "sk-REAL-key-that-must-never-enter-a-container-42"
 DESCRIBE = "echo 'raise LR to 0.04' > description.txt"
+NOTES = "LR 0.04 next; then warmdown\n"
 CONTEXT = ProposalContext(program_md="# Lower val_bpb.\n", prepare_py="TIME_BUDGET = 300\n", train_py="LR = 0.02\n",
                           history=[], last_failure=None, best_val_bpb=None)
 AGENTS = {"claude-code": (ClaudeCodeAgent, "anthropic", "ANTHROPIC_API_KEY"),
@@ -33,8 +34,9 @@ BYPASS = {"claude-code": ("--dangerously-skip-permissions",),
 def edit_actions(name: str) -> list:
     if name == "claude-code":
         return [("Edit", {"file_path": "/work/train.py", "old_string": "LR = 0.02", "new_string": "LR = 0.04"}),
-                ("Write", {"file_path": "/work/description.txt", "content": "raise LR to 0.04\n"})]
-    return ["js:" + apply_patch("train.py", "LR = 0.02", "LR = 0.04"), DESCRIBE]
+                ("Write", {"file_path": "/work/description.txt", "content": "raise LR to 0.04\n"}),
+                ("Write", {"file_path": "/work/notes.md", "content": NOTES})]
+    return ["js:" + apply_patch("train.py", "LR = 0.02", "LR = 0.04"), DESCRIBE, f"printf '{NOTES}' > notes.md"]
 
 
 def shell(name: str, command: str):
@@ -81,6 +83,7 @@ def test_an_honest_proposal_through_the_gateway(cli, make, record_property):
     proposal = agent.propose(CONTEXT)
     total = time.monotonic() - began
     assert proposal.train_py == "LR = 0.04\n" and proposal.description == "raise LR to 0.04"
+    assert proposal.notes == NOTES
     rows = agent._log_turn.rows
     assert rows and all(row["usage"]["input_tokens"] > 0 and row["usage"]["cost_usd"] > 0 for row in rows)
     assert len(proposal.turn_ids) == len(rows) == len(upstream.requests)
