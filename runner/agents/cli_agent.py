@@ -164,6 +164,9 @@ class CliAgent:
             if run.exit_code != 0:
                 raise AgentError(f"{self.name} exited {run.exit_code}: {self._tail(run.output)}") from None
             raise
+        if run.exit_code != 0:  # cut short (its turn limit, an error): what it left may be half an idea
+            raise AgentError(f"{self.name} exited {run.exit_code}, so its train.py is discarded: "
+                             f"{self._tail(run.output)}")
         description = returned.description or self._fallback_description(run.output)
         notes = returned.notes if returned.notes != context.notes else None
         return Proposal(returned.train_py, description, turn_ids, notes=notes)

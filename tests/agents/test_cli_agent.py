@@ -83,6 +83,13 @@ def test_a_gateway_that_dies_mid_proposal_fails_that_proposal_only(make, tmp_pat
     assert proposal.train_py == "LR = 0.04\n" and len(proposal.turn_ids) == 1 and time.monotonic() - began < 30
 
 
+def test_a_cli_that_ends_in_error_leaves_no_proposal_even_with_a_valid_train_py(make, tmp_path):
+    agent, _ = make([])
+    agent.script = EDIT + "exit 3"  # e.g. Claude Code at its turn limit: its edit may be half an idea
+    with pytest.raises(AgentError, match=r"exited 3, so its train\.py is discarded"):
+        agent.propose(context(tmp_path))
+
+
 def test_no_proposal_is_half_applied(make, tmp_path):
     agent, _ = make([])
     agent.script = "echo 'LR = 0.04' > train.py; echo 'half' > description.txt; echo 'def (' >> train.py"
