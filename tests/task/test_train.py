@@ -40,7 +40,9 @@ def test_cpu_profile_prints_progress_and_summary_and_hands_over(prepare, offline
         assert key in summary, key
     assert summary["num_steps"] == points[-1].step
     result = prepare.evaluate(tmp_path / "out", offline_data, "val")
-    assert result["status"] == "ok" and result["causality_leak"] < 1e-4
+    # The scorer's own bound for numerical noise: an honest model's logits move by up to ~2.4e-4 on CPU between
+    # batch compositions (prepare.py), so a tighter bound here failed now and then.
+    assert result["status"] == "ok" and result["causality_leak"] <= prepare.PROBE_TOLERANCE["cpu"]
     assert os.listdir(tmp_path / "out") == ["model.graph"]
 
 
