@@ -109,6 +109,11 @@ class AgentSettings:
 
 
 AGENT_APIS = ("chat", "responses")  # the values of [agent] api
+# The environment variable each LLM agent reads its key from, unless [agent] key_env names another.
+KEY_ENVS = {"claude": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "claude-code": "ANTHROPIC_API_KEY",
+            "codex": "OPENAI_API_KEY"}
+# What a compatible server that lacks an endpoint answers: no such route, method not allowed, not implemented.
+UNIMPLEMENTED_STATUSES = (404, 405, 501)
 # Phrases of the error replies that mean the account cannot pay: no retry can help (Anthropic's, then OpenAI's code).
 BILLING_PHRASES = ("credit balance", "usage limits", "spending limit", "insufficient_quota")
 

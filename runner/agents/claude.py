@@ -18,6 +18,8 @@ from anthropic.types import Message, Usage
 
 from autoresearch.runner.agents.base import (
     BILLING_PHRASES,
+    KEY_ENVS,
+    UNIMPLEMENTED_STATUSES,
     AgentError,
     AgentFatal,
     AgentHost,
@@ -32,9 +34,7 @@ from autoresearch.runner.agents.prompt import first_message, system_blocks
 from autoresearch.runner.agents.tools import TOOLS, WorkingCopy
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
-KEY_ENV = "ANTHROPIC_API_KEY"
-# What a server that lacks an endpoint answers: no such route, method not allowed, not implemented.
-UNIMPLEMENTED_STATUSES = (404, 405, 501)
+KEY_ENV = KEY_ENVS["claude"]
 
 
 @dataclass

@@ -27,6 +27,7 @@ from autoresearch.runner.agents.agent_container import (
 )
 from autoresearch.runner.agents.base import (
     BILLING_PHRASES,
+    KEY_ENVS,
     AgentError,
     AgentFatal,
     AgentHost,
@@ -215,7 +216,7 @@ class ClaudeCodeAgent(CliAgent):
     """Claude Code (`claude -p`), reaching the gateway through ANTHROPIC_UNIX_SOCKET."""
 
     name = "claude-code"
-    KEY_ENV = "ANTHROPIC_API_KEY"
+    KEY_ENV = KEY_ENVS["claude-code"]
     PROTOCOL = "anthropic"
     DEFAULT_BASE_URL = "https://api.anthropic.com"
     OAUTH_ENV = "CLAUDE_CODE_OAUTH_TOKEN"
@@ -255,7 +256,7 @@ class CodexAgent(CliAgent):
     """Codex (`codex exec`), reaching the gateway through a relay on the container's loopback (it speaks TCP)."""
 
     name = "codex"
-    KEY_ENV = "OPENAI_API_KEY"
+    KEY_ENV = KEY_ENVS["codex"]
     PROTOCOL = "openai"
     DEFAULT_BASE_URL = "https://api.openai.com"
     # Codex's own sandbox (bubblewrap) needs user namespaces, which the agent container refuses, so it cannot nest

@@ -18,6 +18,8 @@ from typing import Any
 import openai
 
 from autoresearch.runner.agents.base import (
+    KEY_ENVS,
+    UNIMPLEMENTED_STATUSES,
     AgentError,
     AgentFatal,
     AgentHost,
@@ -32,10 +34,8 @@ from autoresearch.runner.agents.prompt import first_message, system_blocks
 from autoresearch.runner.agents.tools import TOOLS, ToolResult, WorkingCopy
 
 DEFAULT_MODEL = "gpt-5"
-KEY_ENV = "OPENAI_API_KEY"
+KEY_ENV = KEY_ENVS["openai"]
 LOCAL_KEY = "not-needed"  # sent to a base_url server when the key's variable is unset: local servers want none
-# What a server that lacks an endpoint answers: no such route, method not allowed, not implemented.
-UNIMPLEMENTED_STATUSES = (404, 405, 501)
 # The 400 of a model that cannot return its reasoning encrypted, which a stateless Responses conversation needs.
 NO_ENCRYPTED_REASONING = "encrypted content is not supported"
 

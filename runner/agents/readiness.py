@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from autoresearch.runner.agents import REGISTRY
-from autoresearch.runner.agents.base import AgentSettings
+from autoresearch.runner.agents.base import KEY_ENVS, AgentSettings
 from autoresearch.runner.sandbox.engine import engine_reachable
 
 
@@ -33,8 +33,6 @@ class Readiness:
 
 KINDS = {"claude": "api", "openai": "api", "claude-code": "cli", "codex": "cli", "sweep": "offline",
          "replay": "offline"}
-KEY_ENVS = {"claude": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "claude-code": "ANTHROPIC_API_KEY",
-            "codex": "OPENAI_API_KEY"}
 SDKS = {"claude": "anthropic", "openai": "openai"}
 OAUTH_ENV = "CLAUDE_CODE_OAUTH_TOKEN"
 
