@@ -10,6 +10,7 @@ from textual.widget import Widget
 
 from autoresearch.runner.record.status import Status
 from autoresearch.runner.record.store import Experiment
+from autoresearch.runner.record.views import frontier
 from autoresearch.tui.plot import Canvas, axis_rows, column_spans, x_axis
 
 Y_LABEL_WIDTH = 9
@@ -18,21 +19,10 @@ KEPT_STYLE = "bold green"
 FRONTIER_STYLE = "green"
 
 
-def frontier(experiments: tuple[Experiment, ...]) -> list[tuple[float, float]]:
-    """(seq, val_bpb) of the best kept score so far, at each experiment from the first kept one."""
-    line, best = [], None
-    for e in experiments:
-        if e.status == Status.KEEP and e.val_bpb is not None and (best is None or e.val_bpb < best):
-            best = e.val_bpb
-        if best is not None:
-            line.append((float(e.seq), best))
-    return line
-
-
 def chart_text(experiments: tuple[Experiment, ...], width: int, height: int) -> Text | None:
     """The chart in width x height cells, or None when no experiment has a score yet."""
     scored = [e for e in experiments if e.val_bpb is not None]
-    line = frontier(experiments)
+    line = [(float(seq), bpb) for seq, bpb in frontier(experiments)]
     plot_width, plot_height = width - Y_LABEL_WIDTH - 1, height - 1
     if not scored or plot_width < 4 or plot_height < 1:
         return None

@@ -125,6 +125,20 @@ def baseline(experiments: Iterable[store.Experiment]) -> store.Experiment | None
     return next((e for e in experiments if e.status == Status.KEEP and candidate(e)), None)
 
 
+def frontier(experiments: Iterable[store.Experiment]) -> list[tuple[int, float]]:
+    """(seq, val_bpb) of the best kept score so far, at each experiment from the first kept one: the kept frontier
+    that the TUI's progress chart, progress.png and the report draw."""
+    line: list[tuple[int, float]] = []
+    best_bpb = None
+    for e in experiments:
+        if e.status == Status.KEEP and e.val_bpb is not None and candidate(e) and (best_bpb is None
+                                                                                  or e.val_bpb < best_bpb):
+            best_bpb = e.val_bpb
+        if best_bpb is not None:
+            line.append((e.seq, best_bpb))
+    return line
+
+
 def counts(experiments: Iterable[store.Experiment]) -> dict[str, int]:
     """How many experiments have each status."""
     return dict(Counter(str(e.status) for e in experiments))
