@@ -9,10 +9,11 @@ import sqlite3
 import sys
 from collections.abc import Callable
 
-from autoresearch.runner.commands import agents, bench, doctor, experiment, node, reports, run, setup
+from autoresearch.runner.commands import agents, bench, doctor, experiment, node, report, reports, run, setup
 from autoresearch.runner.errors import UserError
 
-GROUPS = (setup, doctor, agents, run, reports, experiment, bench, node)  # the order `autoresearch --help` lists them in
+# the order `autoresearch --help` lists them in
+GROUPS = (setup, doctor, agents, run, reports, report, experiment, bench, node)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""`bench`: time the phases of one CPU-profile experiment, of a short sweep loop, or the GPU profile on a GPU."""
+"""`bench`: time the phases of one CPU-profile experiment, of a short sweep loop, the GPU profile on a GPU, or the
+report of a large run."""
 
 import argparse
 from pathlib import Path
@@ -17,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="the loop's throughput with N slots at once (e.g. 1,2,4,8), on a simulated training phase")
     mode.add_argument("--gpu", action="store_true",
                       help="the GPU profile for the full budget, compile cold then warm (make gpu-check)")
+    mode.add_argument("--report", type=int, metavar="N",
+                      help="the seconds `autoresearch report` and progress.png take for a made-up run of N experiments")
     bench.add_argument("--runs", type=int, default=3)
     bench.add_argument("--budget", type=float,
                        help="training seconds per run (default: 20; with --gpu the policy's, 300)")
@@ -43,6 +46,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         run_slots_bench(slot_counts(args.slots), per_slot=args.runs, think_s=args.think, executor=args.executor,
                         as_json=args.json, **({} if args.budget is None else {"train_s": args.budget}))
+        return 0
+    if args.report is not None:
+        from autoresearch.runner.bench.report_bench import run_report_bench
+
+        run_report_bench(args.report, as_json=args.json)
         return 0
     if args.sandbox or args.output:
         raise UserError("--sandbox and --output go with --gpu (the CPU bench runs in Docker)")
