@@ -13,12 +13,15 @@ Every setting has a default, so an empty file is a valid config. The sections:
     [agent]  name = "sweep", model, max_tokens, max_turns, timeout_s, max_retries, base_url, api, key_env,
              replay_file, price_input_per_mtok, price_output_per_mtok, cli_timeout_s, memory_tokens
     [keep]   threshold, noise_multiplier, noise_seeds, confirm_multiplier   # see KeepRule
-    [caps]   max_experiments, max_hours, max_usd
+    [caps]   max_experiments, max_hours, max_usd, target_val_bpb, patience   # see Caps
+    [notify] urls, events, failures_in_a_row, spend_fraction   # apprise notifications: see NotifyConfig
 
 TOML has no null: a setting that may be unset (`max_usd`, `base_url`, ...) is unset with `false`.
 Everything is checked on load; a syntax error, an unknown section or key, a value of the wrong type
 or out of range is a UserError naming the file and the line, so a typo never silently falls back to
-a default.
+a default. `[notify] urls` hold secrets (tokens, passwords): a run records the file with them redacted
+(`recordable_config`), and whether apprise understands them is checked where they are used
+(runner/notify.py: apprise loads only there).
 """
 
 import re
@@ -81,6 +84,27 @@ class Caps:
     max_experiments: int | None = None
     max_hours: float | None = None
     max_usd: float | None = 20.0
+    target_val_bpb: float | None = None  # the run ends once a kept experiment's val_bpb is at or below this
+    patience: int | None = None  # the run ends after this many candidates in a row ended without a keep
+
+
+NOTIFY_EVENTS = ("best", "end", "stalled", "failures", "spend")
+REDACTED = "(redacted)"
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Who hears of a run, through apprise (runner/notify.py), and of what.
+
+    Events: best (a keep that beats the best), end (the run finished, stopped or crashed, with why), stalled
+    (nothing finished in twice one experiment's expected time), failures (failures_in_a_row candidates in a row
+    crashed or broke a rule), spend (the agent's spending passed spend_fraction of [caps] max_usd, once).
+    """
+
+    urls: tuple[str, ...] = ()  # apprise URLs (ntfy://..., json://host/path, ...): secrets, never recorded in clear
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    failures_in_a_row: int = 3
+    spend_fraction: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,7 @@ class Config:
     caps: Caps = field(default_factory=Caps)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
 
 # The one-key sections, as (section, key) -> Config field; [agent], [keep] and [caps] hold their dataclass's fields.
@@ -109,16 +134,21 @@ SINGLE_KEYS = {
     ("gpus", "ids"): "gpus",
     ("sandbox", "provider"): "sandbox",
 }
-NESTED = ("agent", "keep", "caps", "executor", "cluster")
+NESTED = ("agent", "keep", "caps", "executor", "cluster", "notify")
 SECTIONS = (*(section for section, _ in SINGLE_KEYS), *NESTED)
 CHOICES = {("task", "source"): SOURCE_CHOICES, ("image", "flavor"): ("auto", *FLAVORS), ("agent", "name"): AGENTS,
-           ("agent", "api"): AGENT_APIS, ("sandbox", "provider"): tuple(PROVIDERS), ("executor", "name"): EXECUTORS}
+           ("agent", "api"): AGENT_APIS, ("sandbox", "provider"): tuple(PROVIDERS), ("executor", "name"): EXECUTORS,
+           ("notify", "events"): NOTIFY_EVENTS}
 POSITIVE = {("budget", "seconds"), ("agent", "max_tokens"), ("agent", "max_turns"), ("agent", "timeout_s"),
             ("agent", "cli_timeout_s"), ("agent", "memory_tokens"),
-            ("keep", "noise_seeds"), ("executor", "slots"), ("cluster", "port"), ("cluster", "stall_s")}
+            ("keep", "noise_seeds"), ("executor", "slots"), ("cluster", "port"), ("cluster", "stall_s"),
+            ("caps", "target_val_bpb"), ("caps", "patience"), ("notify", "failures_in_a_row"),
+            ("notify", "spend_fraction")}
+AT_MOST_ONE = {("notify", "spend_fraction")}
 HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]")
 EXPECTED = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false"}
-TYPE_KINDS = {str: "str", int: "int", float: "number", bool: "bool", list[str]: "ids"}  # "ids": [gpus] ids
+TYPE_KINDS = {str: "str", int: "int", float: "number", bool: "bool", list[str]: "ids",  # "ids": [gpus] ids
+              tuple[str, ...]: "strs"}
 
 
 def load_config(path: Path) -> Config:
@@ -165,6 +195,20 @@ def default_config_toml() -> str:
               "# training time (default: the policy's); [gpus] ids = [\"GPU-...\"], [0, 1] or \"all\" picks the\n"
               "# GPUs (one experiment in flight on each).\n")
     return header + dump_config(Config())
+
+
+def recordable_config(text: str, label: str = "autoresearch.toml") -> str:
+    """The config file's text as a run records it: the text as written, or, when it has [notify] urls (which hold
+    secrets), its document again with each of them replaced by REDACTED."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(_syntax_error(label, str(exc))) from None
+    notify = doc.get("notify")
+    if not (isinstance(notify, dict) and notify.get("urls")):
+        return text
+    notify["urls"] = [REDACTED for _ in notify["urls"]]
+    return tomli_w.dumps(doc)
 
 
 def _put(table: dict, key: str, value: Any, default: Any) -> None:
@@ -239,6 +283,8 @@ class _Reader:
                 self.fail(section, key, f"{where} must be \"all\" or a list of GPU UUIDs or indexes, "
                                         f"got {toml_spelling(value)}")
             return [str(item) for item in value]
+        if name == "strs":
+            return self.strings(section, key, value)
         if not _fits(value, name):
             unset = " or false" if optional else ""
             self.fail(section, key, f"{where} must be {EXPECTED[name]}{unset}, got {toml_spelling(value)}")
@@ -248,7 +294,22 @@ class _Reader:
         if name in ("int", "number") and (value <= 0 if (section, key) in POSITIVE else value < 0):
             bound = "greater than 0" if (section, key) in POSITIVE else "0 or more"
             self.fail(section, key, f"{where} must be {bound}, got {toml_spelling(value)}")
+        if (section, key) in AT_MOST_ONE and value > 1:
+            self.fail(section, key, f"{where} must be at most 1, got {toml_spelling(value)}")
         return float(value) if name == "number" else value
+
+    def strings(self, section: str, key: str, value: Any) -> tuple[str, ...]:
+        """A list of strings, each one of the setting's choices where it has them (only such an item is quoted back
+        in an error: [notify] urls hold secrets)."""
+        where = f"[{section}] {key}"
+        if not (isinstance(value, list) and all(isinstance(item, str) and item for item in value)):
+            self.fail(section, key, f"{where} must be a list of non-empty strings")
+        choices = CHOICES.get((section, key))
+        for index, item in enumerate(value):
+            if choices and item not in choices:
+                self.fail(section, key, f"{where}[{index}] must be one of {', '.join(choices)}, "
+                                        f"got {toml_spelling(item)}")
+        return tuple(value)
 
     def fail(self, section: str, key: str | None, problem: str) -> NoReturn:
         line = self.line_of(section, key)

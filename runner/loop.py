@@ -19,8 +19,16 @@ model: every slot must be of it, and a resumed run must be too.
 
 Caps: `max_experiments` counts the run's candidates in total (so a resumed run stops where it was meant
 to), except those closed as interrupted and the noise and confirmation seeds; `max_hours` counts this
-invocation's wall time; `max_usd` the run's agent spending. When one is reached, or on `stop`, no new
-candidate starts; what is in flight finishes and is judged.
+invocation's wall time; `max_usd` the run's agent spending. `target_val_bpb` ends the run once a kept
+experiment (a confirmed one, where a close keep is confirmed) reaches it; `patience` once that many candidates
+in a row ended without a keep (discarded, failed or blocked; the measurement seeds are not candidates). When one
+is reached, or on `stop`, no new candidate starts; what is in flight finishes and is judged; the run's note
+says which ended it.
+
+Notices ([notify] in autoresearch.toml): a new best, the run's end, a stall (nothing finished in twice one
+experiment's expected time: the budget plus the overhead the run measured), a run of failures, the spending
+past a fraction of its cap. The loop only decides them; the sender `autoresearch run` hands it
+(runner/notify.py's Notifier) sends them from a thread of its own and records each send.
 """
 
 import dataclasses
@@ -31,9 +39,10 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from autoresearch.runner.agents import Exhausted, make_agent, memory
 from autoresearch.runner.agents.base import (
@@ -51,6 +60,7 @@ from autoresearch.runner.agents.base import (
 from autoresearch.runner.check.dynamic_rules import Overhead, recorded_overhead
 from autoresearch.runner.check.findings import Finding
 from autoresearch.runner.check.policy import policy_to_toml
+from autoresearch.runner.config import recordable_config
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.executors import executor_class
 from autoresearch.runner.executors.base import (
@@ -74,7 +84,16 @@ from autoresearch.runner.phases.sources import source_lines
 from autoresearch.runner.proposer import Proposer
 from autoresearch.runner.record import gitrepo, store, views
 from autoresearch.runner.record.recorder import ExperimentRecorder, LiveRecorder
-from autoresearch.runner.record.status import FAILED, INTERRUPTED, OPEN, Role, RunState, Status, interrupted
+from autoresearch.runner.record.status import (
+    FAILED,
+    INTERRUPTED,
+    OPEN,
+    UNSETTLED,
+    Role,
+    RunState,
+    Status,
+    interrupted,
+)
 from autoresearch.runner.record.untrusted import DESCRIPTION_CHARS, as_data
 from autoresearch.runner.sandbox.base import (
     EXPERIMENT_LABEL,
@@ -113,6 +132,19 @@ RAY_SLOTS_WAIT_S = 120.0  # for the first slot of a Ray cluster (each node prepa
 NODES_EVERY_S = 5.0  # how often the run records what its executor knows of its nodes
 
 
+class Notices(Protocol):
+    """Where the loop's notices go: runner/notify.py's Notifier (apprise, in a thread of its own)."""
+
+    def start(self, store_path: Path, run_id: int) -> None: ...
+
+    def send(self, event: str, title: str, body: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+NoticesFactory = Callable[[Sequence[str], Callable[[str], None]], Notices]  # ([notify] urls, say) -> Notices
+
+
 class SandboxGaveUp(Exception):
     """The sandbox failed too often, or did not come back: the run stops (and resumes later, losing nothing)."""
 
@@ -126,6 +158,8 @@ class RunOptions:
     max_experiments: int | None = None
     max_hours: float | None = None
     max_usd: float | None = None
+    target_bpb: float | None = None  # --target-bpb
+    patience: int | None = None
     sandbox: str | None = None  # --sandbox: the provider, named for this invocation
     time_budget_s: float | None = None  # --budget
     flavor: str | None = None
@@ -135,7 +169,7 @@ class RunOptions:
     def flags(self) -> Flags:
         return Flags(time_budget_s=self.time_budget_s, flavor=self.flavor, sandbox=self.sandbox,
                      max_experiments=self.max_experiments, max_hours=self.max_hours, max_usd=self.max_usd,
-                     slots=self.slots, executor=self.executor)
+                     target_val_bpb=self.target_bpb, patience=self.patience, slots=self.slots, executor=self.executor)
 
 
 @dataclass
@@ -179,12 +213,17 @@ class Loop:
     """One invocation of `autoresearch run` on one workspace and tag."""
 
     def __init__(self, ws: Workspace, options: RunOptions, say: Callable[[str], None] = print,
-                 slots: list[Slot] | None = None):
-        """slots: this host's slots, where a bench sets them (default: the settings' local slots)."""
+                 slots: list[Slot] | None = None, notifier: NoticesFactory | None = None):
+        """slots: this host's slots, where a bench sets them (default: the settings' local slots); notifier: what
+        sends the [notify] notices (None: none are sent)."""
         require_workspace(ws)
         self.ws, self.options, self.say = ws, options, say
         self.given_slots = slots
         self.settings = resolve_settings(ws, options.flags())
+        urls = self.settings.notify.urls
+        self.notices: Notices | None = notifier(urls, say) if notifier is not None and urls else None
+        self.finished_at = time.monotonic()  # when a job last finished (a stall is a long time since)
+        self.stall_noticed = self.failures_noticed = self.spend_noticed = False
         self.repo = gitrepo.open_repo(ws.root)
         self.started = time.monotonic()
         self.agent_errors = 0
@@ -234,8 +273,12 @@ class Loop:
                 self.proposer = Proposer(self.agent, self._close_turn_conn)
                 try:
                     self.run_id = self._open_run()
+                    if self.notices is not None:
+                        self.notices.start(self.ws.store_path, self.run_id)
                     return self._steered()
                 finally:
+                    if self.notices is not None:
+                        self.notices.close()
                     self.proposer.close()
                     close_agent = getattr(self.agent, "close", None)  # a coding-agent CLI's gateway
                     if close_agent is not None:
@@ -289,10 +332,17 @@ class Loop:
             except BaseException as exc:
                 reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"runner error: {exc}"
                 store.update_run(self.conn, self.run_id, state=RunState.CRASHED, ended_at=time.time(), note=reason)
+                self._notify("end", f"run {RunState.CRASHED}", reason)
                 raise
         store.update_run(self.conn, self.run_id, state=state, ended_at=time.time(), note=reason)
         self.say(f"run {self.options.tag} {state}: {reason}")
+        self._notify("end", f"run {state}", reason)
         return code
+
+    def _notify(self, event: str, title: str, body: str) -> None:
+        """Hand a notice of event to the sender, when there is one and [notify] events has it (it never blocks)."""
+        if self.notices is not None and event in self.settings.notify.events:
+            self.notices.send(event, f"autoresearch {self.options.tag}: {title}", body)
 
     # --- the run's record ----------------------------------------------------------------------------
 
@@ -307,7 +357,8 @@ class Loop:
             base = gitrepo.start_branch(self.repo, self.options.tag)
             run_id = store.create_run(
                 self.conn, tag=self.options.tag, agent=self.settings.agent.name,
-                config_toml=(self.ws.root / CONFIG_FILE).read_text(), policy_toml=policy_to_toml(self.settings.policy),
+                config_toml=recordable_config((self.ws.root / CONFIG_FILE).read_text(), CONFIG_FILE),
+                policy_toml=policy_to_toml(self.settings.policy),
                 pid=os.getpid(), host=socket.gethostname(), time_budget_s=self.settings.time_budget_s,
                 sandbox=self.pre.sandbox.name, source=self.pre.source)
             store.update_run(self.conn, run_id, **about)
@@ -410,12 +461,18 @@ class Loop:
                 self._on_event(event)
             self._watch_deadlines()
             self._record_nodes()
+            self._watch()
             if not self.flights and self.was_paused:
                 self.steering.wait(1)
 
     def _stop_reason(self) -> tuple[str, str, int] | None:
         if self.steering.stop_requested.is_set():
             return RunState.STOPPED, "stopped on request", 0
+        caps = self.settings.caps
+        best = self._best()
+        if caps.target_val_bpb is not None and best is not None and best.val_bpb <= caps.target_val_bpb:  # type: ignore
+            return (RunState.FINISHED, f"reached the target val_bpb {caps.target_val_bpb:g} (kept #{best.seq}: "
+                                       f"{best.val_bpb:.6f})", 0)
         count = self._counted()
         if self.settings.caps.max_experiments is not None and count >= self.settings.caps.max_experiments:
             return RunState.FINISHED, f"reached {count} experiments (cap {self.settings.caps.max_experiments})", 0
@@ -425,6 +482,9 @@ class Loop:
         spent = store.spent_usd(self.conn, self.run_id)
         if self.settings.caps.max_usd is not None and spent >= self.settings.caps.max_usd:
             return RunState.FINISHED, f"spent ${spent:.2f} (cap ${self.settings.caps.max_usd:.2f})", 0
+        if caps.patience is not None and len(since := self._since_keep()) >= caps.patience:
+            return (RunState.FINISHED,
+                    f"{len(since)} candidates in a row ended without a keep (patience {caps.patience})", 0)
         if self.agent_done and not self.flights and not self.ready and not self.queue:
             return RunState.FINISHED, self.agent_done, 0
         return None
@@ -434,6 +494,56 @@ class Loop:
         `_next_work` before it starts another)."""
         return len([e for e in self._experiments()
                     if e.role is None and e.status not in OPEN and not interrupted(e)])
+
+    def _since_keep(self) -> list[store.Experiment]:
+        """The run's candidates that ended after its latest keep, newest first: discarded, failed or blocked (not the
+        measurement seeds, those still running or waiting to be judged, nor those closed to run again)."""
+        ended = []
+        for e in reversed(self._experiments()):
+            if e.role is not None or e.status in UNSETTLED or interrupted(e):
+                continue
+            if e.status == Status.KEEP:
+                break
+            ended.append(e)
+        return ended
+
+    def _watch(self) -> None:
+        """The notices the loop's state raises: a stall, a run of failures, the spending (each once until it
+        clears; the spending once per invocation)."""
+        if self.notices is None:
+            return
+        now, notify = time.monotonic(), self.settings.notify
+        if self.was_paused:  # a pause is no stall
+            self.finished_at = now
+        idle = now - self.finished_at
+        if not self.stall_noticed and idle > 2 * self.settings.time_budget_s:  # the cheap test first
+            expected = self._expected_s()
+            if idle > 2 * expected:
+                self.stall_noticed = True
+                self._notify("stalled", f"nothing finished for {idle:.0f} s",
+                             f"one experiment takes about {expected:.0f} s; {len(self.flights)} in flight")
+        since = self._since_keep()
+        failed = next((i for i, e in enumerate(since) if e.status not in FAILED), len(since))
+        if failed >= notify.failures_in_a_row and not self.failures_noticed:
+            self._notify("failures", f"{failed} candidates in a row failed",
+                         f"the last, #{since[0].seq}: {since[0].status}: {since[0].exit_reason}")
+        self.failures_noticed = failed >= notify.failures_in_a_row
+        cap = self.settings.caps.max_usd
+        if cap is not None and not self.spend_noticed:
+            spent = store.spent_usd(self.conn, self.run_id)
+            if spent >= notify.spend_fraction * cap:
+                self.spend_noticed = True
+                self._notify("spend", f"spent ${spent:.2f} of the ${cap:.2f} cap",
+                             f"past {notify.spend_fraction:.0%} of [caps] max_usd; the run stops at the cap")
+
+    def _expected_s(self) -> float:
+        """One experiment's expected wall time: the budget plus the overhead the run measured (the median of its
+        experiments' wall times past the budget), or the training phase's deadline before one ended."""
+        budget = self.settings.time_budget_s
+        walls = [e.total_seconds for e in self._experiments() if e.total_seconds]
+        if not walls:
+            return training_deadline_s(self.settings.limits, device_of(self.pre.gpu_uuid))
+        return budget + max(0.0, statistics.median(walls) - budget)
 
     def _owed_work(self) -> bool:
         """Whether an ending run still owes work: judging what finished (its noise, its confirmations)."""
@@ -678,6 +788,7 @@ class Loop:
         elif isinstance(event, Lost):
             self._lost(self._land(flight), event.reason, engine=event.engine, fatal=event.fatal)
         elif isinstance(event, Finished):
+            self.finished_at, self.stall_noticed = time.monotonic(), False
             self._land(flight)
             if isinstance(event.result, ScoreTestResult):
                 self._tested(flight, event.result)
@@ -858,6 +969,9 @@ class Loop:
         self._tell_agent_experiment(experiment, status)
         if status == Status.KEEP:
             self._keep(flight, dataclasses.replace(outcome_result, status=Status.KEEP), judged)
+            before = f", {judged['gain']:.6f} below the best ({judged['best_bpb']:.6f})" if "gain" in judged else ""
+            self._notify("best", f"new best val_bpb {experiment.val_bpb:.6f}",
+                         f"#{experiment.seq} {experiment.description}: val_bpb {experiment.val_bpb:.6f}{before}")
             return
         if flight is not None:
             self.executor.release(flight.ticket)
@@ -1040,8 +1154,9 @@ class Loop:
         return recorded_overhead(baseline.timings_json or {}) if baseline else None
 
 
-def run_loop(ws: Workspace, options: RunOptions, say: Callable[[str], None] = print) -> int:
-    return Loop(ws, options, say).run()
+def run_loop(ws: Workspace, options: RunOptions, say: Callable[[str], None] = print,
+             notifier: NoticesFactory | None = None) -> int:
+    return Loop(ws, options, say, notifier=notifier).run()
 
 
 def rerun_description(interrupted: store.Experiment) -> str:

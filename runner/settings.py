@@ -2,7 +2,8 @@
 
 Precedence, highest first (like modal's config: one table, one rule):
 
-    1. a command-line flag              (--budget, --flavor, --sandbox, --slots, --max-experiments, --policy, ...)
+    1. a command-line flag              (--budget, --flavor, --sandbox, --slots, --max-experiments, --target-bpb,
+                                         --patience, --policy, ...)
     2. autoresearch.toml                ([budget] seconds, [image] flavor, [sandbox] provider, [caps] ...)
     3. the policy                       ([limits] time_budget_s: the policy's own default budget)
     4. the built-in default             (Config's defaults: offline data, flavor auto, the docker sandbox)
@@ -21,12 +22,14 @@ from pathlib import Path
 
 from autoresearch.runner.agents.base import AgentSettings
 from autoresearch.runner.check.policy import Limits, Policy, load_policy
-from autoresearch.runner.config import Caps, Config, ExecutorConfig, KeepRule, load_config
+from autoresearch.runner.config import Caps, Config, ExecutorConfig, KeepRule, NotifyConfig, load_config
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.sandbox.flavors import resolve_flavor
 from autoresearch.runner.workspace import CONFIG_FILE, Workspace
 
 BUNDLED_POLICIES = ("default", "strict")
+CAP_FLAGS = ("max_experiments", "max_hours", "max_usd", "target_val_bpb", "patience")  # Flags that set a Caps field
+FLAG_NAMES = {"time_budget_s": "--budget", "target_val_bpb": "--target-bpb"}  # else --the-field-name
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class Flags:
     max_experiments: int | None = None
     max_hours: float | None = None
     max_usd: float | None = None
+    target_val_bpb: float | None = None  # --target-bpb
+    patience: int | None = None
     slots: int | None = None
     executor: str | None = None
 
@@ -83,6 +88,10 @@ class Settings:
     def executor(self) -> ExecutorConfig:
         return self.config.executor
 
+    @property
+    def notify(self) -> NotifyConfig:
+        return self.config.notify
+
 
 def resolve_settings(ws: Workspace, flags: Flags = Flags()) -> Settings:
     """The settings of a command in ws: flags over autoresearch.toml over the policy over the defaults."""
@@ -92,9 +101,8 @@ def resolve_settings(ws: Workspace, flags: Flags = Flags()) -> Settings:
     budget = next(value for value in (flags.time_budget_s, config.time_budget_s, policy.limits.time_budget_s)
                   if value is not None)
     policy = dataclasses.replace(policy, limits=dataclasses.replace(policy.limits, time_budget_s=budget))
-    caps = dataclasses.replace(config.caps, **{name: value for name, value in (
-        ("max_experiments", flags.max_experiments), ("max_hours", flags.max_hours), ("max_usd", flags.max_usd))
-        if value is not None})
+    caps = dataclasses.replace(config.caps, **{name: getattr(flags, name) for name in CAP_FLAGS
+                                               if getattr(flags, name) is not None})
     executor = dataclasses.replace(config.executor, **{name: value for name, value in (
         ("slots", flags.slots), ("name", flags.executor)) if value is not None})
     config = dataclasses.replace(config, executor=executor)
@@ -123,8 +131,8 @@ def _policy(ws: Workspace, config: Config, flag: Path | None) -> Policy:
 
 
 def _check_flags(flags: Flags) -> None:
-    for name in ("time_budget_s", "max_experiments", "max_hours", "max_usd", "slots"):
+    for name in ("time_budget_s", *CAP_FLAGS, "slots"):
         value = getattr(flags, name)
         if value is not None and value <= 0:
-            flag = "--budget" if name == "time_budget_s" else f"--{name.replace('_', '-')}"
+            flag = FLAG_NAMES.get(name, f"--{name.replace('_', '-')}")
             raise UserError(f"{flag} must be positive, got {value:g}")

@@ -7,7 +7,18 @@ from pathlib import Path
 import pytest
 
 from autoresearch.runner.agents.base import AgentSettings
-from autoresearch.runner.config import Caps, Config, KeepRule, default_config_toml, dump_config, load_config
+from autoresearch.runner.config import (
+    REDACTED,
+    Caps,
+    Config,
+    KeepRule,
+    NotifyConfig,
+    default_config_toml,
+    dump_config,
+    load_config,
+    parse_config,
+    recordable_config,
+)
 from autoresearch.runner.errors import UserError
 
 
@@ -50,7 +61,9 @@ def test_every_setting_round_trips(tmp_path):
         agent=replace(AgentSettings(), name="claude", model="claude-opus-4-1", max_tokens=8000, timeout_s=30.0,
                       base_url="http://localhost:8080", replay_file="edits.jsonl"),
         keep=KeepRule(threshold=0.001, noise_multiplier=3.0),
-        caps=Caps(max_experiments=50, max_hours=8.0, max_usd=None),
+        caps=Caps(max_experiments=50, max_hours=8.0, max_usd=None, target_val_bpb=0.98, patience=20),
+        notify=NotifyConfig(urls=("ntfy://topic", "json://127.0.0.1:8000/hook"), events=("best", "end"),
+                            failures_in_a_row=5, spend_fraction=0.5),
     )
     text = dump_config(config)
     assert "max_usd = false" in text  # None where the default is a cap
@@ -86,7 +99,7 @@ def test_an_unknown_key_names_its_line_and_the_known_keys(tmp_path):
 def test_an_unknown_section_names_its_line(tmp_path):
     assert error_of(tmp_path, '[task]\nsource = "web"\n[agnet]\nname = "claude"\n').startswith(
         "line 3: unknown section [agnet] (known: task, image, policy, budget, gpus, sandbox, agent, keep, caps, "
-        "executor, cluster)")
+        "executor, cluster, notify)")
     assert error_of(tmp_path, '# settings\nsource = "web"\n').startswith(
         "line 2: unknown key 'source' outside any section")
     assert error_of(tmp_path, '\nagent = "claude"\n') == 'line 2: [agent] must be a table, got "claude"'
@@ -113,6 +126,29 @@ def test_bad_choices_and_ranges_are_refused(tmp_path):
     assert error_of(tmp_path, "[budget]\nseconds = 0\n") == "line 2: [budget] seconds must be greater than 0, got 0"
     assert error_of(tmp_path, "[caps]\nmax_usd = -1\n") == "line 2: [caps] max_usd must be 0 or more, got -1"
     assert error_of(tmp_path, "[keep]\nthreshold = -0.1\n") == "line 2: [keep] threshold must be 0 or more, got -0.1"
+    assert error_of(tmp_path, "[caps]\ntarget_val_bpb = 0\n") == (
+        "line 2: [caps] target_val_bpb must be greater than 0, got 0")
+    assert error_of(tmp_path, "[caps]\npatience = -3\n") == "line 2: [caps] patience must be greater than 0, got -3"
+    assert error_of(tmp_path, "[notify]\nspend_fraction = 80\n") == (
+        "line 2: [notify] spend_fraction must be at most 1, got 80")
+    assert error_of(tmp_path, '[notify]\nevents = ["best", "crash"]\n') == (
+        'line 2: [notify] events[1] must be one of best, end, stalled, failures, spend, got "crash"')
+
+
+def test_notify_urls_must_be_a_list_of_strings_and_an_error_never_quotes_them(tmp_path):
+    for text in ('[notify]\nurls = "json://u:SECRET@host/"\n', '[notify]\nurls = ["json://u:SECRET@host/", 3]\n',
+                 '[notify]\nurls = [""]\n'):
+        assert error_of(tmp_path, text) == "line 2: [notify] urls must be a list of non-empty strings"
+
+
+def test_a_run_records_the_config_with_its_notify_urls_redacted():
+    plain = '# mine\n[caps]\nmax_usd = 5\n'
+    assert recordable_config(plain) == plain  # as written when it holds no URL
+    recorded = recordable_config('[notify]\nurls = ["json://user:SECRETPASS@127.0.0.1:9/TOKENPATH", '
+                                 '"ntfy://topic-SECRET"]\n[caps]\npatience = 4\n')
+    assert "SECRET" not in recorded and "TOKENPATH" not in recorded
+    config = parse_config(recorded)
+    assert (config.notify.urls, config.caps.patience) == ((REDACTED, REDACTED), 4)
 
 
 def test_a_missing_file_is_a_user_error(tmp_path):

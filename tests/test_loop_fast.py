@@ -124,6 +124,59 @@ def test_max_experiments_stops_the_run_and_max_usd_counts_the_runs_recorded_spen
     assert "run t: resuming after 3 experiments" in fw.said
 
 
+def set_caps(fw: FakeWorkspace, **caps) -> None:
+    """Add keys to the workspace's [caps] in autoresearch.toml."""
+    config = fw.root / "autoresearch.toml"
+    lines = "".join(f"{key} = {value}\n" for key, value in caps.items())
+    config.write_text(config.read_text().replace("[caps]\n", f"[caps]\n{lines}"))
+
+
+def test_a_target_ends_the_run_at_the_first_keep_that_reaches_it_the_flag_over_the_config(fw):
+    set_caps(fw, target_val_bpb=0.5)  # never reached: the flag decides
+    fw.replay(edit("better", bpb=0.97), edit("on target", bpb=0.95), edit("never run", bpb=0.9))
+    assert fw.loop(target_bpb=0.96) == 0
+    assert fw.statuses() == [("baseline", Status.KEEP), ("better", Status.KEEP), ("on target", Status.KEEP)]
+    run = fw.run_row()
+    assert (run.state, run.note) == (RunState.FINISHED, "reached the target val_bpb 0.96 (kept #3: 0.950000)")
+    assert fw.said[-1] == f"run t finished: {run.note}"
+
+
+def test_a_target_counts_a_close_keep_only_once_its_second_seed_confirms_it(tmp_path, monkeypatch):
+    fw = FakeWorkspace.make(tmp_path, monkeypatch, noise_seeds=3,
+                            baseline={**BASELINE, "bpb_by_seed": {"1": 1.02, "2": 0.98}})  # std 0.02
+    set_caps(fw, target_val_bpb=0.93)
+    # lucky gains 0.07, under 4 std: its second seed (1.0) makes the mean 0.965, not a keep; clear gains 0.1
+    fw.replay(edit("lucky", bpb=0.93, bpb_by_seed={str(loop_module.CONFIRM_SEED): 1.0}), edit("clear", bpb=0.9),
+              edit("never run", bpb=0.8))
+    assert fw.loop() == 0
+    candidates = [(e.description, e.status) for e in fw.experiments() if e.role is None]
+    assert candidates == [("baseline", Status.KEEP), ("lucky", Status.DISCARD), ("clear", Status.KEEP)]
+    assert fw.run_row().note == "reached the target val_bpb 0.93 (kept #6: 0.900000)"
+
+
+def test_patience_ends_the_run_after_candidates_in_a_row_without_a_keep_the_noise_seeds_aside(tmp_path,
+                                                                                                 monkeypatch):
+    fw = FakeWorkspace.make(tmp_path, monkeypatch, noise_seeds=2)
+    set_caps(fw, patience=9)  # the flag's 3 decides
+    fw.replay(edit("better", bpb=0.9), edit("worse", bpb=0.95), edit("crashes", exit_code=1),
+              edit("blocked", prefix="import subprocess\n"), edit("never run", bpb=0.5))
+    assert fw.loop(patience=3) == 0
+    assert fw.statuses() == [("baseline", Status.KEEP), ("baseline: noise seed 1", Status.OK),
+                             ("better", Status.KEEP), ("worse", Status.DISCARD), ("crashes", Status.CRASH),
+                             ("blocked", Status.BLOCKED)]
+    assert fw.run_row().note == "3 candidates in a row ended without a keep (patience 3)"
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--target-bpb", "0", "--target-bpb must be positive, got 0"),
+    ("--patience", "-2", "--patience must be positive, got -2"),
+])
+def test_a_target_or_patience_that_is_not_positive_is_refused_in_one_line(fw, flag, value, message):
+    done = fw.cli("run", flag, value)
+    assert (done.returncode, done.stderr) == (2, f"autoresearch: {message}\n")
+    assert not fw.store_path.exists()
+
+
 # ---- a runner killed mid-experiment
 
 

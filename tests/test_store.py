@@ -23,7 +23,7 @@ from autoresearch.runner.phases.experiment import Timings
 from autoresearch.runner.phases.metrics import ProgressPoint
 from autoresearch.runner.record import store
 from autoresearch.runner.record.status import RunState, Status
-from autoresearch.runner.record.untrusted import as_data
+from autoresearch.runner.record.untrusted import EXCERPT_CHARS, as_data
 from autoresearch.runner.sandbox.monitor import Sample
 
 
@@ -120,11 +120,34 @@ def test_a_version_7_store_gains_the_agent_notes_keeping_its_rows(path):
     with pytest.raises(UserError, match="autoresearch migrate"):
         store.open_store(path, readonly=True)
     conn = store.open_store(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 8
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 9
     assert store.latest_notes(conn, 1) == "" and store.notes_at(conn, 1) is None
     store.add_agent_notes(conn, 1, 1, "kept after the migration")
     assert store.latest_notes(conn, 1) == "kept after the migration"
     assert [e.description for e in store.list_experiments(conn)] == ["baseline"]
+    conn.close()
+
+
+def test_a_version_8_store_gains_the_notifications_and_a_services_words_are_stored_as_data(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for script in store.MIGRATIONS[:8]:
+        for statement in store.sql_statements(script):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 8")
+    conn.execute("INSERT INTO runs (tag, started_at, state, config_toml, policy_toml, agent)"
+                 " VALUES ('old', 1.0, 'finished', '', '', 'claude')")
+    conn.close()
+    conn = store.open_store(path)
+    assert store.list_notifications(conn, 1) == []
+    store.add_notification(conn, 1, event="best", title="autoresearch old: new best", service="urls[0] (JSON)",
+                           queued_at=1.0, sent_at=1.5, ok=True)
+    store.add_notification(conn, 1, event="end", title="autoresearch old: run finished", service="urls[0] (JSON)",
+                           queued_at=2.0, sent_at=2.5, ok=False, error="HTTP 500: \x1b[31mboom\n" + "x" * 5000)
+    sent, failed = store.list_notifications(conn, 1)
+    assert (sent.event, sent.ok, sent.error, sent.sent_at - sent.queued_at) == ("best", 1, None, 0.5)
+    assert (failed.event, failed.ok) == ("end", 0)
+    assert "\x1b" not in failed.error and "\n" not in failed.error and len(failed.error) <= EXCERPT_CHARS
     conn.close()
 
 

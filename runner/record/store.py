@@ -237,8 +237,24 @@ CREATE TABLE agent_notes (
 CREATE INDEX agent_notes_run ON agent_notes (run_id, experiment_id);
 """
 
+_V9 = """
+CREATE TABLE notifications (
+    id         INTEGER PRIMARY KEY,
+    run_id     INTEGER NOT NULL REFERENCES runs (id),
+    event      TEXT NOT NULL,             -- best, end, stalled, failures, spend (runner/config.py NOTIFY_EVENTS)
+    title      TEXT NOT NULL,
+    service    TEXT NOT NULL,             -- which [notify] urls entry, by index and apprise's name of the service:
+                                          -- never the URL (it holds secrets)
+    queued_at  REAL NOT NULL,             -- when the loop sent it
+    sent_at    REAL NOT NULL,             -- when the service took it, or the send was given up
+    ok         INTEGER NOT NULL CHECK (ok IN (0, 1)),
+    error      TEXT                       -- why not (the URL's parts masked; a service's words are data)
+) STRICT;
+CREATE INDEX notifications_run ON notifications (run_id);
+"""
+
 # Applied in order; never edit one that has shipped, append a new one.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -395,6 +411,21 @@ class AgentNotes:
     recorded_at: float
 
 
+@dataclass(frozen=True)
+class Notification:
+    """One row of `notifications`: one notice sent (or not) to one [notify] service (runner/notify.py)."""
+
+    id: int
+    run_id: int
+    event: str
+    title: str
+    service: str  # e.g. "urls[1] (JSON)": never the URL
+    queued_at: float
+    sent_at: float
+    ok: int  # 1: the service took it
+    error: str | None
+
+
 def _columns(row_type: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(row_type))
 
@@ -407,6 +438,7 @@ COMMAND_COLUMNS = _columns(Command)
 NOISE_COLUMNS = _columns(Noise)
 NODE_COLUMNS = _columns(Node)
 NOTES_COLUMNS = _columns(AgentNotes)
+NOTIFICATION_COLUMNS = _columns(Notification)
 FINDING_COLUMNS = ("id", "experiment_id", "recorded_at", "rule_id", "severity", "action", "message",
                    "evidence_json")
 
@@ -855,3 +887,20 @@ def run_by_tag(conn: sqlite3.Connection, tag: str) -> Run | None:
     row = conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE tag = ? ORDER BY id DESC LIMIT 1",
                        (tag,)).fetchone()
     return None if row is None else _row(Run, row)
+
+
+def add_notification(conn: sqlite3.Connection, run_id: int, *, event: str, title: str, service: str,
+                     queued_at: float, sent_at: float, ok: bool, error: str | None = None) -> int:
+    """Record one notice sent (or not) to one service; the error may quote the service: stored as data."""
+    with transaction(conn):
+        return _insert(conn, "notifications", {
+            "run_id": run_id, "event": event, "title": as_data(title, DESCRIPTION_CHARS), "service": service,
+            "queued_at": queued_at, "sent_at": sent_at, "ok": int(ok),
+            "error": None if error is None else as_data(error, EXCERPT_CHARS)})
+
+
+def list_notifications(conn: sqlite3.Connection, run_id: int) -> list[Notification]:
+    """The run's notices, oldest first."""
+    rows = conn.execute(f"SELECT {', '.join(NOTIFICATION_COLUMNS)} FROM notifications WHERE run_id = ? ORDER BY id",
+                        (run_id,)).fetchall()
+    return [_row(Notification, row) for row in rows]
