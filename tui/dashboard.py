@@ -8,6 +8,7 @@ second; the ones that end or kill something ask first, and none of them exists i
 """
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
@@ -21,7 +22,7 @@ from textual.widgets import Footer, Static
 from autoresearch.runner import control
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.record.status import LIVE
-from autoresearch.runner.record.store import Experiment
+from autoresearch.runner.record.store import Experiment, Run, open_store
 from autoresearch.runner.record.views import run_state, shown_name
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui.checks import DOCTOR_ARGV
@@ -45,7 +46,9 @@ VIEWS = {"history": "1 history", "leaderboard": "2 leaderboard", "progress": "3 
          "fleet": "4 slots"}
 FLEET_MAX_HEIGHT = 14  # the fleet row at full size: its lanes (or nodes) and borders, up to this many lines
 CONFIRMED = {"stop", "skip"}  # the steering commands that end or kill something
-WRITES = {"steer", "start_run", "edit_program", "export"}  # actions a read-only viewer does not have
+# Actions a read-only viewer does not have: steering, and writing files into the workspace.
+WRITES = {"steer", "start_run", "edit_program", "export", "write_progress"}
+PROGRESS_PNG = "progress.png"  # what w writes, in the workspace folder
 NO_RUN = ("No run in this workspace yet.\n\nPress n to start the research loop in the background "
           "(`autoresearch run --detach`); it goes on after you quit this view.")
 NO_RUN_READONLY = "No run in this workspace yet.\n\nStart one with `autoresearch run --detach`."
@@ -101,12 +104,16 @@ class DashboardScreen(Screen[None]):
                 tooltip="Export the selected experiment's train.py to .autoresearch/exports/", id="dashboard.export"),
         Binding("a", "audit", "Audit", show=False, tooltip="All findings of the run, with evidence",
                 id="dashboard.audit"),
+        Binding("w", "write_progress", "Write progress.png", show=False,
+                tooltip=f"Write the run's progress chart to {PROGRESS_PNG} in the workspace folder",
+                id="dashboard.plot"),
         Binding("1", "view('history')", "History", show=False, tooltip="Every experiment, newest first",
                 id="dashboard.history"),
         Binding("2", "view('leaderboard')", "Leaderboard", show=False, tooltip="Kept commits, best first",
                 id="dashboard.leaderboard"),
         Binding("3", "view('progress')", "Progress", show=False,
-                tooltip="val_bpb of every experiment, the kept frontier as a line", id="dashboard.progress"),
+                tooltip="val_bpb of every experiment, the kept frontier as a step line, failures marked above it",
+                id="dashboard.progress"),
         Binding("4", "view('fleet')", "Slots", show=False,
                 tooltip="A lane per slot (what it runs, its live loss) and the nodes", id="dashboard.fleet"),
     ]
@@ -349,3 +356,36 @@ class DashboardScreen(Screen[None]):
             self.notify(str(exc), title="Cannot export", severity="error")
             return
         self.notify(f"train.py of #{experiment.seq} written to {path}", title="Exported")
+
+    def action_write_progress(self) -> None:
+        run = self.snapshot.run if self.snapshot else None
+        if run is None:
+            self.notify("No run yet: no progress to plot.", severity="warning")
+            return
+        self._write_progress(run, self.ws.root / PROGRESS_PNG)
+
+    @work(thread=True, exclusive=True, group="progress_png")
+    def _write_progress(self, run: Run, path: Path) -> None:
+        """Draw the chart with matplotlib, imported here (seconds of start-up the dashboard never pays)."""
+        try:
+            from autoresearch.runner.report.progress_png import write_progress_png
+
+            conn = open_store(self.ws.store_path, readonly=True)
+            try:
+                written = write_progress_png(conn, run, path)
+            finally:
+                conn.close()
+        except Exception as exc:  # a worker's error would end the app: whatever it is, it is one line here
+            self.app.call_from_thread(self.notify, _one_line(exc), title=f"Cannot write {PROGRESS_PNG}",
+                                      severity="error", markup=False)
+            return
+        self.app.call_from_thread(self.notify, f"{PROGRESS_PNG} written to {written}", title=f"run {run.tag}",
+                                  markup=False)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: a UserError's or OSError's own message, else its type and first line."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    if isinstance(exc, UserError | OSError) and first:
+        return first
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

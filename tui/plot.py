@@ -4,13 +4,16 @@ Each character cell holds 2 x 4 dots, so a plot of W x H cells is 2W x 4H dots. 
 down-sampled to one bucket per dot column, keeping each bucket's minimum and maximum (a spike never
 disappears however many points share a column). A line draws each column's span from its minimum to its
 maximum, stretched to meet the previous column so the line stays connected; empty columns between two
-points get the straight line between them. Scattered points draw only each column's minimum and maximum.
-Layers are drawn in order on one canvas; a cell takes the colour of the last layer with a dot in it.
+points get the straight line between them, or, for a step line (step_spans), the level of the point before
+them. Scattered points draw only each column's minimum and maximum; marks put a character (a glyph) in the
+cell of each column's minimum and maximum instead of dots, for the few points that must stand out.
+Layers are drawn in order on one canvas; a cell takes the colour of the last layer with a dot in it, and a
+marked cell shows its glyph whatever is drawn after it.
 """
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from rich.text import Text
 
@@ -26,18 +29,39 @@ def column_spans(xs: Sequence[float], ys: Sequence[float], x_range: Span, column
 
     Points outside x_range, and non-finite values, are left out.
     """
-    x_lo, x_hi = x_range
     spans: list[Span | None] = [None] * max(columns, 0)
-    if columns <= 0 or not x_hi > x_lo:
-        return spans
-    scale = columns / (x_hi - x_lo)
-    for x, y in zip(xs, ys, strict=True):
-        if not (math.isfinite(x) and math.isfinite(y)) or x < x_lo or x > x_hi:
-            continue
-        column = min(int((x - x_lo) * scale), columns - 1)
+    for column, y in _placed(xs, ys, x_range, columns):
         span = spans[column]
         spans[column] = (y, y) if span is None else (min(span[0], y), max(span[1], y))
     return spans
+
+
+def step_spans(xs: Sequence[float], ys: Sequence[float], x_range: Span, columns: int) -> list[Span | None]:
+    """column_spans of a step line through points in x order: each y holds until the next point's column, where
+    Canvas.line drops (or rises) straight to the next y. Empty columns between two points hold the level of the
+    point before them, where fill_gaps would draw a slope; before the first point and after the last they stay
+    empty."""
+    spans: list[Span | None] = [None] * max(columns, 0)
+    previous: tuple[int, float] | None = None  # the column and level of the last point placed
+    for column, y in _placed(xs, ys, x_range, columns):
+        if previous is not None:
+            for gap in range(previous[0] + 1, column):
+                spans[gap] = (previous[1], previous[1])
+        span = spans[column]
+        spans[column] = (y, y) if span is None else (min(span[0], y), max(span[1], y))
+        previous = (column, y)
+    return spans
+
+
+def _placed(xs: Sequence[float], ys: Sequence[float], x_range: Span, columns: int) -> Iterator[tuple[int, float]]:
+    """(dot column, y) of each point inside x_range with finite coordinates, in the order given."""
+    x_lo, x_hi = x_range
+    if columns <= 0 or not x_hi > x_lo:
+        return
+    scale = columns / (x_hi - x_lo)
+    for x, y in zip(xs, ys, strict=True):
+        if math.isfinite(x) and math.isfinite(y) and x_lo <= x <= x_hi:
+            yield min(int((x - x_lo) * scale), columns - 1), y
 
 
 def fill_gaps(spans: list[Span | None]) -> list[Span | None]:
@@ -69,6 +93,7 @@ class Canvas:
         self.y_range = y_range
         self._bits = [[0] * self.width for _ in range(self.height)]
         self._styles: list[list[str]] = [[""] * self.width for _ in range(self.height)]
+        self._glyphs: list[list[str | None]] = [[None] * self.width for _ in range(self.height)]
 
     @property
     def columns(self) -> int:
@@ -103,20 +128,31 @@ class Canvas:
                 self._set(self.dot_row(span[0]), column, style)
                 self._set(self.dot_row(span[1]), column, style)
 
+    def marks(self, spans: Sequence[Span | None], glyph: str, style: str) -> None:
+        """A glyph (one cell wide) in the cell of each column's minimum and maximum: it replaces the dots there."""
+        for column, span in enumerate(spans):
+            if span is None or not 0 <= column < self.columns:
+                continue
+            for y in span:
+                row, cell = self.dot_row(y) // 4, column // 2
+                self._glyphs[row][cell], self._styles[row][cell] = glyph, style
+
     def rows(self) -> list[Text]:
         """The canvas as one Text per character row."""
         texts = []
-        for bits, styles in zip(self._bits, self._styles, strict=True):
+        for bits, styles, glyphs in zip(self._bits, self._styles, self._glyphs, strict=True):
             text = Text(no_wrap=True)
-            for style, cells in itertools.groupby(zip(bits, styles, strict=True), key=lambda cell: cell[1]):
-                text.append("".join(chr(BRAILLE_BLANK + b) for b, _ in cells), style=style or None)
+            cells = zip(bits, styles, glyphs, strict=True)
+            for style, run in itertools.groupby(cells, key=lambda cell: cell[1]):
+                text.append("".join(glyph or chr(BRAILLE_BLANK + b) for b, _, glyph in run), style=style or None)
             texts.append(text)
         return texts
 
     def _set(self, row: int, column: int, style: str) -> None:
         if 0 <= column < self.columns and 0 <= row < self.height * 4:
             self._bits[row // 4][column // 2] |= DOT_BITS[row % 4][column % 2]
-            self._styles[row // 4][column // 2] = style
+            if self._glyphs[row // 4][column // 2] is None:
+                self._styles[row // 4][column // 2] = style
 
 
 def axis_rows(canvas_rows: list[Text], y_range: Span, label_width: int, every: int = 4, decimals: int = 3) -> Text:

@@ -2,7 +2,7 @@
 
 lint-imports checks the static graph (every import statement, lazy ones in functions included); the
 sys.modules tests check what a fresh interpreter actually loads for the TUI and for a read-only command,
-so a heavy SDK (docker-py, requests, anthropic, torch) never creeps back into their start-up time.
+so a heavy SDK (docker-py, requests, anthropic, torch) or matplotlib never creeps back into their start-up time.
 """
 
 import json
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("docker", "requests", "anthropic", "openai", "httpx2", "torch")
+HEAVY = ("docker", "requests", "anthropic", "openai", "httpx2", "torch", "matplotlib")
 
 # Prints the heavy top-level packages in sys.modules after the code before it ran, as one JSON list.
 REPORT = f"import json, sys; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
