@@ -16,7 +16,7 @@ sit on the top edge.
 from rich.text import Text
 from textual.widget import Widget
 
-from autoresearch.runner.record.status import Status
+from autoresearch.runner.record.status import CRASHED, RULE_BREAKS, Status
 from autoresearch.runner.record.store import Experiment
 from autoresearch.runner.record.views import candidate, frontier
 from autoresearch.tui.plot import Canvas, Span, axis_rows, column_spans, step_spans
@@ -27,10 +27,8 @@ KEPT_STYLE = "bold green"
 KEPT_GLYPH = "●"
 FRONTIER_STYLE = "green"
 # The failures' marks, in drawing order: the run broke, then a rule was broken (progress.png's two kinds).
-CRASHES = frozenset({Status.CRASH, Status.TIMEOUT, Status.OOM, Status.KILLED})
-RULE_BREAKS = frozenset({Status.VIOLATION, Status.BLOCKED})
-FAILURE_MARKS = ((CRASHES, "×", "red"), (RULE_BREAKS, "▾", "magenta"))
-FAILURES = CRASHES | RULE_BREAKS
+FAILURE_MARKS = ((CRASHED, "×", "red"), (RULE_BREAKS, "▾", "magenta"))
+FAILURES = CRASHED | RULE_BREAKS
 LEGEND = (("⠒⠒", FRONTIER_STYLE), (" best kept  ", "dim"), (KEPT_GLYPH, KEPT_STYLE), (" keep  ", "dim"),
           ("⠂", POINT_STYLE), (" discard  ", "dim"), ("×", "red"), (" crash  ", "dim"), ("▾", "magenta"),
           (" violation", "dim"))

@@ -69,6 +69,9 @@ FAILED = frozenset({Status.CRASH, Status.TIMEOUT, Status.OOM, Status.KILLED, Sta
 CRASHED = FAILED - {Status.VIOLATION}
 """FAILED less violation: the run itself broke (the dashboard counts violations apart, as rule breaking)."""
 
+RULE_BREAKS = frozenset({Status.VIOLATION, Status.BLOCKED})
+"""A rule was broken: during the run (violation) or before it, by the policy's check (blocked)."""
+
 LIVE = frozenset({RunState.RUNNING, RunState.PAUSED})
 """Run states that say a runner owns the run: its heartbeat tells whether it really is alive."""
 

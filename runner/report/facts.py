@@ -16,13 +16,12 @@ import pygit2
 
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.record import gitrepo, store, views
-from autoresearch.runner.record.status import Status
+from autoresearch.runner.record.status import RULE_BREAKS, Status
 from autoresearch.runner.record.untrusted import as_data, escaped
 from autoresearch.runner.report import queries
 
 FAILURE_ORDER = (Status.DISCARD, Status.CRASH, Status.TIMEOUT, Status.OOM, Status.KILLED, Status.VIOLATION,
                  Status.BLOCKED)
-RULE_BREAKS = frozenset({Status.VIOLATION, Status.BLOCKED})
 TOP_REASONS = 3
 REASON_CHARS = 200
 RULE_BREAKS_SHOWN = 25  # the rest: `autoresearch audit`

@@ -22,14 +22,12 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox, blended_transform_factory
 
 from autoresearch.runner.record import store, views
-from autoresearch.runner.record.status import Status
+from autoresearch.runner.record.status import CRASHED, FAILED, RULE_BREAKS, Status
 from autoresearch.runner.report import output, queries
 
 SIZE_IN = (12.0, 6.5)
 DPI = 110
 GREY, GREEN, RED, PURPLE, INK = "#a8a8a8", "#1a9641", "#d7301f", "#7b3294", "#444444"
-CRASHES = frozenset({Status.CRASH, Status.TIMEOUT, Status.OOM, Status.KILLED})
-RULE_BREAKS = frozenset({Status.VIOLATION, Status.BLOCKED})
 FAILURE_Y = 0.975  # where failures sit, in axes coordinates: the top edge
 LABEL_CHARS = 42
 MAX_LABELS = 24
@@ -62,9 +60,9 @@ def _figure(run: store.Run, candidates: list[store.Experiment], hours: bool) -> 
     x_of = {e.seq: _x(run, e, hours) for e in candidates}
     kept = views.kept(candidates)
     first, top = views.baseline(candidates), views.best(candidates)
-    scored = np.array([[x_of[e.seq], e.val_bpb] for e in candidates
-                       if e.val_bpb is not None and e.status != Status.KEEP]).reshape(-1, 2)
-    low, high = _y_range(candidates, first, top)
+    trusted = [e for e in candidates if e.val_bpb is not None and e.status not in FAILED]  # a violation's is forged
+    scored = np.array([[x_of[e.seq], e.val_bpb] for e in trusted if e.status != Status.KEEP]).reshape(-1, 2)
+    low, high = _y_range(trusted, first, top)
     hidden = int((scored[:, 1] > high).sum())
     if len(scored):
         ax.scatter(scored[:, 0], scored[:, 1], s=12, c=GREY, linewidths=0, zorder=2,
@@ -81,7 +79,7 @@ def _figure(run: store.Run, candidates: list[store.Experiment], hours: bool) -> 
         ax.axhline(first.val_bpb, color=INK, linestyle="--", linewidth=1.0, zorder=1,
                    label=f"baseline {first.val_bpb:.4f}")
     edge = blended_transform_factory(ax.transData, ax.transAxes)
-    for statuses, marker, colour, name in ((CRASHES, "x", RED, "crash, timeout, oom, killed"),
+    for statuses, marker, colour, name in ((CRASHED, "x", RED, "crash, timeout, oom, killed"),
                                            (RULE_BREAKS, "v", PURPLE, "violation, blocked")):
         xs_failed = [x_of[e.seq] for e in candidates if e.status in statuses]
         if xs_failed:
@@ -120,11 +118,11 @@ def _x_range(xs: list[float], hours: bool) -> tuple[float, float]:
     return low, high + pad
 
 
-def _y_range(candidates: list[store.Experiment], first: store.Experiment | None,
+def _y_range(scored: list[store.Experiment], first: store.Experiment | None,
              top: store.Experiment | None) -> tuple[float, float]:
     """From the best score to a little above the baseline: a discard far worse than the baseline (a diverged
     run) would flatten the frontier, so the chart stops above it and the legend counts what it leaves out."""
-    values = [e.val_bpb for e in candidates if e.val_bpb is not None]
+    values = [e.val_bpb for e in scored]
     if not values:
         return (0.0, 1.0)
     low, high = min(values), max(values)

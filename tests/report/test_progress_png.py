@@ -59,3 +59,12 @@ def test_a_run_without_experiments_and_an_unwritable_path_are_one_line_errors(op
         conn.close()
     with pytest.raises(UserError, match="is not an existing directory"):
         write_progress_png(opened.conn, opened.run, tmp_path / "missing" / "p.png")
+
+
+def test_a_violation_with_a_forged_score_is_a_mark_not_a_point(opened: Opened):
+    """A violation's val_bpb is whatever the candidate made it: it sits with the rule breaks on the top edge, as in
+    the TUI's chart, never among the scored points where it would read as a near win."""
+    experiments = store.list_experiments(opened.conn, opened.run.id)
+    violation = next(e for e in experiments if e.status == "violation")
+    forged = [replace(e, val_bpb=0.5) if e.id == violation.id else e for e in experiments]
+    assert chart_png(opened.run, forged) == chart_png(opened.run, experiments)

@@ -2,15 +2,11 @@
 
 The chart: the kept frontier as a step line, kept experiments as green marks where it steps, discarded ones
 as grey dots, failures as red marks on the strip above, and no extra seed (role noise or confirm). The key:
-it hands progress.png's writer a read-only connection and the shown run, in a worker thread, and says where
-the file went, or why not in one line. Most tests stand a fake writer in for
-autoresearch.runner.report.progress_png (another module's job, with matplotlib); the last one runs the real
-one once it exists.
+it hands progress.png's real writer (autoresearch.runner.report.progress_png, matplotlib) a read-only
+connection and the shown run, in a worker thread, and says where the file went, or why not in one line.
 """
 
 import sqlite3
-import sys
-import types
 from dataclasses import fields
 from pathlib import Path
 
@@ -18,12 +14,11 @@ import pytest
 from rich.text import Text
 
 from autoresearch.runner.record.store import Experiment, Run
+from autoresearch.runner.report import progress_png
 from autoresearch.tui.dashboard import PROGRESS_PNG
 from autoresearch.tui.progress import FRONTIER_STYLE, KEPT_STYLE, POINT_STYLE, chart_text
+from tests.report.test_progress_png import png_size
 from tests.tui.conftest import make_app, shown, wait_for
-
-WRITER = "autoresearch.runner.report.progress_png"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def experiment(seq: int, status: str, val_bpb: float | None = None, role: str | None = None) -> Experiment:
@@ -125,19 +120,20 @@ def test_a_tiny_chart_still_draws_or_says_nothing():
 # --- w: progress.png -------------------------------------------------------------------------------------
 
 
-class FakeWriter:
-    """Stands in for progress_png.write_progress_png: records its arguments, writes a stub, or raises."""
+class SpyWriter:
+    """Wraps progress_png.write_progress_png: records each call's run, path and whether its connection was
+    read-only, then draws for real, or raises the error a test sets (an unexpected one, as no input makes)."""
 
-    def __init__(self, error: BaseException | None = None) -> None:
+    def __init__(self) -> None:
         self.calls: list[tuple[Run, Path, bool]] = []
-        self.error = error
+        self.error: BaseException | None = None
+        self.real = progress_png.write_progress_png
 
     def __call__(self, conn: sqlite3.Connection, run: Run, path: Path, *, hours: bool = False) -> Path:
         self.calls.append((run, path, self._read_only(conn)))
         if self.error is not None:
             raise self.error
-        path.write_bytes(PNG_MAGIC + b"stub")
-        return path
+        return self.real(conn, run, path, hours=hours)
 
     @staticmethod
     def _read_only(conn: sqlite3.Connection) -> bool:
@@ -149,12 +145,10 @@ class FakeWriter:
 
 
 @pytest.fixture
-def fake_writer(monkeypatch) -> FakeWriter:
-    writer = FakeWriter()
-    module = types.ModuleType(WRITER)
-    module.write_progress_png = writer  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, WRITER, module)
-    return writer
+def writer(monkeypatch) -> SpyWriter:
+    spy = SpyWriter()
+    monkeypatch.setattr(progress_png, "write_progress_png", spy)
+    return spy
 
 
 def record_notifications(app) -> list[dict]:
@@ -171,60 +165,48 @@ def record_notifications(app) -> list[dict]:
 
 
 @pytest.mark.anyio
-async def test_w_writes_progress_png_of_the_shown_run_and_says_where(seeded, fake_writer):
+async def test_w_writes_progress_png_of_the_shown_run_and_says_where(seeded, writer):
     app = make_app(seeded.ws)
     notes = record_notifications(app)
     target = seeded.ws.root / PROGRESS_PNG
     async with app.run_test(size=(100, 30)) as pilot:
         await shown(pilot)
         await pilot.press("w")
-        await wait_for(pilot, lambda: notes, what="the notification")
+        await wait_for(pilot, lambda: notes, timeout=60.0, what="matplotlib to draw")
         assert app.screen is app.dashboard
-    [(run, path, read_only)] = fake_writer.calls
+    [(run, path, read_only)] = writer.calls
     assert (run.tag, run.id, path, read_only) == ("main", seeded.run_id, target, True)
-    assert target.read_bytes().startswith(PNG_MAGIC)
+    assert png_size(target.read_bytes()) == (round(progress_png.SIZE_IN[0] * progress_png.DPI),
+                                             round(progress_png.SIZE_IN[1] * progress_png.DPI))
     [note] = notes
     assert note["message"] == f"progress.png written to {target}" and note.get("severity", "information") != "error"
 
 
 @pytest.mark.anyio
-async def test_a_writer_that_fails_is_one_line_and_the_dashboard_goes_on(seeded, fake_writer):
-    fake_writer.error = PermissionError(13, "Permission denied")
+async def test_a_writer_that_fails_is_one_line_and_the_dashboard_goes_on(seeded, writer):
+    target = seeded.ws.root / PROGRESS_PNG
+    target.mkdir()  # a folder where the file goes: the real writer refuses it
     app = make_app(seeded.ws)
     notes = record_notifications(app)
     async with app.run_test(size=(100, 30)) as pilot:
         await shown(pilot)
         await pilot.press("w")
-        await wait_for(pilot, lambda: notes, what="the error")
-        fake_writer.error = ValueError("no experiment with a score\nTraceback lines the user does not need")
+        await wait_for(pilot, lambda: notes, timeout=60.0, what="the error")
+        writer.error = ValueError("no experiment with a score\nTraceback lines the user does not need")
         await pilot.press("w")
         await wait_for(pilot, lambda: len(notes) == 2, what="the second error")
         await pilot.press("3")  # still answering
         assert app.screen is app.dashboard and app.is_running
-    assert [(n["message"], n["severity"]) for n in notes] == [("[Errno 13] Permission denied", "error"),
-                                                            ("ValueError: no experiment with a score", "error")]
-    assert not (seeded.ws.root / PROGRESS_PNG).exists()
+    assert [(n["message"], n["severity"]) for n in notes] == [
+        (f"cannot write {target}: it is a directory", "error"), ("ValueError: no experiment with a score", "error")]
+    assert target.is_dir() and not any(target.iterdir())
 
 
 @pytest.mark.anyio
-async def test_a_read_only_viewer_writes_no_progress_png(seeded, fake_writer):
+async def test_a_read_only_viewer_writes_no_progress_png(seeded, writer):
     app = make_app(seeded.ws, readonly=True)
     async with app.run_test(size=(100, 30)) as pilot:
         await shown(pilot)
         await pilot.press("w")
         await pilot.pause(0.3)
-    assert fake_writer.calls == [] and not (seeded.ws.root / PROGRESS_PNG).exists()
-
-
-@pytest.mark.anyio
-async def test_w_writes_a_real_png_with_the_real_writer(seeded):
-    pytest.importorskip(WRITER, reason="progress_png's writer is not in this tree yet")
-    app = make_app(seeded.ws)
-    notes = record_notifications(app)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await shown(pilot)
-        await pilot.press("w")
-        await wait_for(pilot, lambda: notes, timeout=60.0, what="matplotlib to draw")
-    target = seeded.ws.root / PROGRESS_PNG
-    assert notes[0]["message"] == f"progress.png written to {target}", notes
-    assert target.read_bytes().startswith(PNG_MAGIC)
+    assert writer.calls == [] and not (seeded.ws.root / PROGRESS_PNG).exists()
