@@ -82,13 +82,19 @@ def test_version_1_store_migrates_forward_keeping_its_rows(path):
     conn.close()
 
 
-def test_a_version_3_store_gains_the_run_budget_and_sandbox_columns(path):
+def store_at_version(path: Path, version: int) -> sqlite3.Connection:
+    """A store as that schema version left it (its first migrations only), open for writing by hand."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
-    for script in store.MIGRATIONS[:3]:
+    for script in store.MIGRATIONS[:version]:
         for statement in store.sql_statements(script):
             conn.execute(statement)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
+
+
+def test_a_version_3_store_gains_the_run_budget_and_sandbox_columns(path):
+    conn = store_at_version(path, 3)
     conn.execute("INSERT INTO runs (tag, started_at, state, config_toml, policy_toml, agent)"
                  " VALUES ('old', 1.0, 'finished', '', '[limits]\ntime_budget_s = 300\n', 'sweep')")
     conn.close()
@@ -106,12 +112,7 @@ def test_a_version_3_store_gains_the_run_budget_and_sandbox_columns(path):
 
 
 def test_a_version_7_store_gains_the_agent_notes_keeping_its_rows(path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None)
-    for script in store.MIGRATIONS[:7]:
-        for statement in store.sql_statements(script):
-            conn.execute(statement)
-    conn.execute("PRAGMA user_version = 7")
+    conn = store_at_version(path, 7)
     conn.execute("INSERT INTO runs (tag, started_at, state, config_toml, policy_toml, agent)"
                  " VALUES ('old', 1.0, 'finished', '', '', 'claude')")
     conn.execute("INSERT INTO experiments (run_id, seq, description, status, started_at)"
@@ -129,12 +130,7 @@ def test_a_version_7_store_gains_the_agent_notes_keeping_its_rows(path):
 
 
 def test_a_version_8_store_gains_the_notifications_and_a_services_words_are_stored_as_data(path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None)
-    for script in store.MIGRATIONS[:8]:
-        for statement in store.sql_statements(script):
-            conn.execute(statement)
-    conn.execute("PRAGMA user_version = 8")
+    conn = store_at_version(path, 8)
     conn.execute("INSERT INTO runs (tag, started_at, state, config_toml, policy_toml, agent)"
                  " VALUES ('old', 1.0, 'finished', '', '', 'claude')")
     conn.close()
