@@ -11,7 +11,7 @@ from autoresearch.runner.report import FORMATS
 def register(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="write a run's report: a self-contained HTML page or its Markdown twin")
     report.add_argument("--format", choices=FORMATS, default="html",
-                        help="html (default; the chart inline) or md (the chart as progress.png beside it)")
+                        help="html (default; the chart inline) or md; progress.png is written beside either")
     report.add_argument("-o", "--output", type=Path, help="the file (default: report.html or report.md)")
     report.add_argument("--tag", help="the run (default: the latest)")
     report.set_defaults(func=cmd_report)

@@ -52,7 +52,7 @@ def near(pixels: np.ndarray, colour: tuple[int, int, int], tolerance: int = 40) 
 
 @pytest.fixture
 def page(opened: Opened, tmp_path: Path) -> Path:
-    return write_report(opened.conn, opened.repo, opened.run, tmp_path / "report.html")[0]
+    return write_report(opened.conn, opened.repo, opened.run, tmp_path / "report.html")[-1]
 
 
 def test_the_page_renders_offline_with_no_console_message_and_its_text_as_text(page: Path):

@@ -15,9 +15,10 @@ from tests.tui.seed import Seeded
 def test_report_writes_the_html_page_by_default(seeded: Seeded):
     done = autoresearch("report", cwd=seeded.ws.root)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "wrote report.html"
+    assert done.stdout.strip() == "wrote report.html and progress.png"
     page = (seeded.ws.root / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "Kept changes (5)" in page
+    assert png_size((seeded.ws.root / "progress.png").read_bytes()) == (1320, 715)  # the chart to share, too
 
 
 def test_report_in_markdown_writes_the_chart_beside_it(seeded: Seeded, tmp_path: Path):
