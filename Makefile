@@ -36,6 +36,7 @@ bench: install
 	$(AUTORESEARCH) bench
 	$(AUTORESEARCH) bench --loop 3
 	$(AUTORESEARCH) bench --slots 1,2,4,8
+	$(AUTORESEARCH) bench --report 10000
 
 bench-tui: install
 	$(PYTHON) -m autoresearch.tui.bench
