@@ -18,7 +18,7 @@ from textual.widget import Widget
 
 from autoresearch.runner.record.status import CRASHED, RULE_BREAKS, Status
 from autoresearch.runner.record.store import Experiment
-from autoresearch.runner.record.views import candidate, frontier
+from autoresearch.runner.record.views import candidate, chart_top, frontier
 from autoresearch.tui.plot import Canvas, Span, axis_rows, column_spans, step_spans
 
 Y_LABEL_WIDTH = 9
@@ -43,12 +43,8 @@ def chart_text(experiments: tuple[Experiment, ...], width: int, height: int) -> 
     plot_width, plot_height = width - Y_LABEL_WIDTH - 1, height - 2  # less the failure strip and the x axis
     if not scored or plot_width < 4 or plot_height < 1:
         return None
-    lo = min(e.val_bpb for e in scored)  # type: ignore[type-var]
-    baseline = max(line[0][1] if line else lo, lo)
-    worst = max(e.val_bpb for e in scored)  # type: ignore[type-var]
-    # Worse experiments show too, but a wild one cannot squash the frontier: at most as far above the
-    # baseline as the frontier has come down (or 1% of it), above that they are off the chart.
-    hi = max(baseline, min(worst, baseline + max(baseline - lo, 0.01 * baseline)))
+    scores = [e.val_bpb for e in scored]
+    lo, hi = min(scores), chart_top(scores, line[0][1] if line else None)  # type: ignore[arg-type, type-var]
     pad = (hi - lo) * 0.1 or max(abs(hi) * 0.01, 0.001)
     y_range = (lo - pad, hi + pad)
     x_range = (float(candidates[0].seq), float(max(candidates[-1].seq, candidates[0].seq + 1)))

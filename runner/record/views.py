@@ -139,6 +139,16 @@ def frontier(experiments: Iterable[store.Experiment]) -> list[tuple[int, float]]
     return line
 
 
+def chart_top(scores: list[float], baseline_bpb: float | None) -> float:
+    """The highest val_bpb a progress chart shows, from the chart's trusted scores (kept and discarded) and the
+    baseline's: worse experiments show too, but a wild one (a diverged run) cannot squash the frontier: at most as
+    far above the baseline as the frontier has come down, or 1% of the baseline; above that they are off the chart
+    (each chart marks them on its top edge)."""
+    lowest, worst = min(scores), max(scores)
+    baseline_bpb = max(baseline_bpb if baseline_bpb is not None else lowest, lowest)
+    return max(baseline_bpb, min(worst, baseline_bpb + max(baseline_bpb - lowest, 0.01 * baseline_bpb)))
+
+
 def counts(experiments: Iterable[store.Experiment]) -> dict[str, int]:
     """How many experiments have each status."""
     return dict(Counter(str(e.status) for e in experiments))

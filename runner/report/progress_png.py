@@ -2,10 +2,12 @@
 
 Discarded experiments are grey dots; kept ones green, labelled with their description (the most important
 first, a label dropped rather than drawn over another); failures sit on the top edge, where a score would
-be: red crosses for crash, timeout, oom and killed, purple triangles for violation and blocked. The baseline
-is a dashed line. Noise and confirm seeds are measurements, not candidates, and are left out. matplotlib
-draws on its Agg canvas, never a display; points are drawn as one vectorised scatter per kind, and labels
-only for kept experiments, so 10,000 experiments take about as long as ten.
+be: red crosses for crash, timeout, oom and killed, purple triangles for violation and blocked (a violation's
+score is the candidate's word, never drawn). The y axis stops a little above the baseline (views.chart_top, as
+in the TUI), so a diverged run cannot flatten the frontier; a discard above it is a grey triangle on the top
+edge. The baseline is a dashed line. Noise and confirm seeds are measurements, not candidates, and are left
+out. matplotlib draws on its Agg canvas, never a display; points are drawn as one vectorised scatter per
+kind, and labels only for kept experiments, so 10,000 experiments take about as long as ten.
 """
 
 import io
@@ -62,11 +64,15 @@ def _figure(run: store.Run, candidates: list[store.Experiment], hours: bool) -> 
     first, top = views.baseline(candidates), views.best(candidates)
     trusted = [e for e in candidates if e.val_bpb is not None and e.status not in FAILED]  # a violation's is forged
     scored = np.array([[x_of[e.seq], e.val_bpb] for e in trusted if e.status != Status.KEEP]).reshape(-1, 2)
-    low, high = _y_range(trusted, first, top)
-    hidden = int((scored[:, 1] > high).sum())
-    if len(scored):
-        ax.scatter(scored[:, 0], scored[:, 1], s=12, c=GREY, linewidths=0, zorder=2,
-                   label=f"discarded ({len(scored)}" + (f", {hidden} above the chart)" if hidden else ")"))
+    low, high = _y_range(trusted, first)
+    edge = blended_transform_factory(ax.transData, ax.transAxes)
+    above = scored[:, 1] > high
+    if (~above).any():
+        ax.scatter(scored[~above, 0], scored[~above, 1], s=12, c=GREY, linewidths=0, zorder=2,
+                   label=f"discarded ({int((~above).sum())})")
+    if above.any():  # on the top edge, like the failures: still there, and plainly worse than what is drawn
+        ax.scatter(scored[above, 0], [FAILURE_Y] * int(above.sum()), transform=edge, marker="^", s=18, c=GREY,
+                   linewidths=0, zorder=5, clip_on=False, label=f"discarded, above the chart ({int(above.sum())})")
     line = sorted((x_of[seq], bpb) for seq, bpb in views.frontier(candidates))
     if line:
         xs, ys = np.array(line).T
@@ -78,7 +84,6 @@ def _figure(run: store.Run, candidates: list[store.Experiment], hours: bool) -> 
     if first is not None and first.val_bpb is not None:
         ax.axhline(first.val_bpb, color=INK, linestyle="--", linewidth=1.0, zorder=1,
                    label=f"baseline {first.val_bpb:.4f}")
-    edge = blended_transform_factory(ax.transData, ax.transAxes)
     for statuses, marker, colour, name in ((CRASHED, "x", RED, "crash, timeout, oom, killed"),
                                            (RULE_BREAKS, "v", PURPLE, "violation, blocked")):
         xs_failed = [x_of[e.seq] for e in candidates if e.status in statuses]
@@ -118,17 +123,13 @@ def _x_range(xs: list[float], hours: bool) -> tuple[float, float]:
     return low, high + pad
 
 
-def _y_range(scored: list[store.Experiment], first: store.Experiment | None,
-             top: store.Experiment | None) -> tuple[float, float]:
-    """From the best score to a little above the baseline: a discard far worse than the baseline (a diverged
-    run) would flatten the frontier, so the chart stops above it and the legend counts what it leaves out."""
+def _y_range(scored: list[store.Experiment], first: store.Experiment | None) -> tuple[float, float]:
+    """From the best score to views.chart_top (a little above the baseline, so a diverged run cannot flatten the
+    frontier), with room at the top edge for the failures and the discards above the chart."""
     values = [e.val_bpb for e in scored]
     if not values:
         return (0.0, 1.0)
-    low, high = min(values), max(values)
-    if first is not None and top is not None and first.val_bpb is not None and top.val_bpb is not None:
-        reach = max(0.25 * (first.val_bpb - top.val_bpb), 0.002 * first.val_bpb)
-        high = max(min(high, first.val_bpb + reach), first.val_bpb)
+    low, high = min(values), views.chart_top(values, first.val_bpb if first is not None else None)  # type: ignore
     pad = max((high - low) * 0.08, 1e-4)
     return low - pad, high + 2.5 * pad  # room at the top edge for the failures
 

@@ -8,7 +8,7 @@ import pytest
 
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.record import store
-from autoresearch.runner.report.progress_png import DPI, SIZE_IN, chart_png, write_progress_png
+from autoresearch.runner.report.progress_png import DPI, FAILURE_Y, SIZE_IN, _figure, chart_png, write_progress_png
 from tests.report.conftest import FAILURES_ONLY, Opened, seed_report_workspace
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -68,3 +68,14 @@ def test_a_violation_with_a_forged_score_is_a_mark_not_a_point(opened: Opened):
     violation = next(e for e in experiments if e.status == "violation")
     forged = [replace(e, val_bpb=0.5) if e.id == violation.id else e for e in experiments]
     assert chart_png(opened.run, forged) == chart_png(opened.run, experiments)
+
+
+def test_a_discard_above_the_chart_stays_visible_on_its_top_edge(opened: Opened):
+    """A diverged run (val_bpb 9) must not stretch the y axis, nor vanish: it is a grey triangle on the top edge."""
+    experiments = store.list_experiments(opened.conn, opened.run.id)
+    diverged = replace(experiments[-1], id=998, seq=experiments[-1].seq + 1, status="discard", val_bpb=9.0)
+    figure = _figure(opened.run, [*experiments, diverged], hours=False)
+    [ax] = figure.axes
+    assert ax.get_ylim()[1] < 1.05  # stretched to 9, the frontier would be a flat line at the bottom
+    edge_markers = [c for c in ax.collections if c.get_label().startswith("discarded, above the chart (1)")]
+    assert [list(point) for c in edge_markers for point in c.get_offsets()] == [[diverged.seq, FAILURE_Y]]
