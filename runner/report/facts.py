@@ -253,15 +253,31 @@ def _failures(candidates: list[store.Experiment], findings: dict[int, list]) -> 
 
 
 def _reasons(experiment: store.Experiment, findings: list) -> set[str]:
-    """Why it failed, each reason once: a rule break's findings, else its exit reason."""
+    """Why it failed, each reason once: a rule break's findings, a discard's judgement, else its exit reason."""
     if experiment.status in RULE_BREAKS and findings:
         return {as_data(f"{f.rule_id}: {f.message}", REASON_CHARS) for f in findings}
+    if experiment.status == Status.DISCARD:
+        return {_discarded_because(experiment)}
     if experiment.exit_reason:
         return {as_data(experiment.exit_reason, REASON_CHARS)}
-    if experiment.status == Status.DISCARD:
-        return {"near miss: beat a parent that was no longer the best" if views.near_miss(experiment)
-                else "scored, did not beat the best"}
     return {"no reason recorded"}
+
+
+def _discarded_because(experiment: store.Experiment) -> str:
+    """The keep rule's reason, from the judgement the loop recorded (runner/judge.py)."""
+    judged = experiment.judge_json or {}
+    gain = judged.get("gain")
+    if judged.get("unconfirmed"):
+        return "a close keep whose second seed failed"
+    if judged.get("confirmed_by") is not None:
+        return "a close keep the second seed did not confirm"
+    if views.near_miss(experiment):
+        return "near miss: beat a parent that was no longer the best"
+    if isinstance(gain, int | float) and gain > 0:
+        return "better than the best by less than the keep threshold"
+    if isinstance(gain, int | float):
+        return "no better than the best"
+    return "scored, did not beat the best"
 
 
 def _rule_break(experiment: store.Experiment, findings: list) -> RuleBreak:

@@ -1,6 +1,7 @@
 """What the report says about a seeded run, in HTML and Markdown: figures, keeps, failures, noise, and hostile text
 shown as text."""
 
+import dataclasses
 import html
 import re
 from pathlib import Path
@@ -74,6 +75,24 @@ def test_failures_are_grouped_by_status_with_their_most_common_reasons(opened: O
     assert groups["crash"] == (1, (("train.py exited with 1", 1),))
     assert groups["violation"] == (2, (("dynamic.protected_file_changed: prepare.py changed during training", 2),))
     assert groups["blocked"] == (1, (("static.reads_validation: train.py opens the validation shard", 1),))
+
+
+@pytest.mark.parametrize(("judged", "reason"), [
+    ({"gain": -0.02, "best_bpb": 0.98}, "no better than the best"),
+    ({"gain": 0.0002, "best_bpb": 0.98}, "better than the best by less than the keep threshold"),
+    ({"gain": -0.001, "stale_parent": True, "near_miss": True}, "near miss: beat a parent that was no longer the best"),
+    ({"gain": 0.0001, "seeds": [0.97, 0.99], "confirmed_by": 12}, "a close keep the second seed did not confirm"),
+    ({"gain": 0.003, "unconfirmed": "the second seed ended crash"}, "a close keep whose second seed failed"),
+])
+def test_a_discard_is_explained_by_its_judgement_not_its_exit(opened: Opened, judged: dict, reason: str):
+    """A discard's exit reason is only "finished and scored": the report says what the keep rule decided."""
+    experiments = queries.run_experiments(opened.conn, opened.run)
+    discard = next(e for e in experiments if e.status == "discard")
+    judged_discard = dataclasses.replace(discard, judge_json=judged, exit_reason="finished and scored")
+    report = facts.gather(opened.conn, opened.repo, opened.run,
+                          [judged_discard if e.id == discard.id else e for e in experiments])
+    [discards] = [g for g in report.failures if g.status == "discard"]
+    assert (reason, 1) in discards.reasons
 
 
 def test_violations_and_blocked_proposals_come_with_their_evidence(pages: tuple[str, str]):
