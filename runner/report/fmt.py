@@ -2,6 +2,8 @@
 
 import time
 
+from autoresearch.runner.report.facts import NOISE_SIGMAS, Keep, NoiseFigure
+
 NOT_RECORDED = "not recorded"
 
 
@@ -45,3 +47,16 @@ def rate(value: float | None) -> str:
 def hour_span(first: int, hours: int) -> str:
     """Hours of a run counted from 1: `3`, or `4–6` for a span of several."""
     return f"{first + 1}" if hours == 1 else f"{first + 1}–{first + hours}"
+
+
+def noise_verdict(noise: NoiseFigure, keeps: tuple[Keep, ...]) -> str:
+    """Which kept changes (the baseline aside) gained less than NOISE_SIGMAS standard deviations of the noise."""
+    changes = len(keeps) - 1
+    bound = f"{NOISE_SIGMAS:g} standard deviations ({NOISE_SIGMAS * noise.std_bpb:.6f})"
+    if changes <= 0:
+        return f"No kept change yet to weigh against {bound}."
+    within = [k for k in keeps if k.within_noise]
+    if not within:
+        return f"{'Every' if changes > 1 else 'The'} kept change gained more than {bound}."
+    listed = ", ".join(f"#{k.seq} ({gain(k.gain)})" for k in within)
+    return f"{len(within)} of {changes} kept changes gained less than {bound}, within the noise: {listed}."

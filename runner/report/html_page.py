@@ -11,7 +11,6 @@ from html import escape
 from autoresearch.runner.report import fmt
 from autoresearch.runner.report.facts import (
     BETWEEN,
-    NOISE_SIGMAS,
     FailureGroup,
     Headline,
     Keep,
@@ -196,12 +195,7 @@ def _noise(noise: NoiseFigure | None, keeps: tuple[Keep, ...]) -> str:
                 "best train.py).</p>")
     where = "measured by this run" if noise.own else "the workspace's latest <code>autoresearch noise</code>"
     commit = f" of commit <code>{escape(noise.commit)}</code>" if noise.commit else ""
-    within = [k for k in keeps if k.within_noise]
-    listed = ", ".join(f"#{k.seq} ({fmt.gain(k.gain)})" for k in within)
-    verdict = (f"<p>{len(within)} of {len(keeps) - 1} kept changes gained less than {NOISE_SIGMAS:g} standard "
-               f"deviations ({NOISE_SIGMAS * noise.std_bpb:.6f}), within the noise: {listed}.</p>" if within else
-               f"<p>Every kept change gained more than {NOISE_SIGMAS:g} standard deviations "
-               f"({NOISE_SIGMAS * noise.std_bpb:.6f}).</p>")
+    verdict = f"<p>{escape(fmt.noise_verdict(noise, keeps))}</p>"
     return (f"<p>Standard deviation <b>{noise.std_bpb:.6f}</b> bpb (mean {noise.mean_bpb:.6f}) over "
             f"{noise.runs} runs{commit}, {where}.</p>{verdict}")
 

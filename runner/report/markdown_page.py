@@ -9,7 +9,7 @@ of backticks inside them.
 import re
 
 from autoresearch.runner.report import fmt
-from autoresearch.runner.report.facts import BETWEEN, NOISE_SIGMAS, Keep, Report
+from autoresearch.runner.report.facts import BETWEEN, Keep, Report
 from autoresearch.runner.report.queries import HourUse
 
 MARKUP = re.compile(r"([\\`*_{}\[\]()<>#+!|~$&:])")
@@ -109,11 +109,7 @@ def _noise(report: Report) -> list[str]:
         return [f"Noise: {fmt.NOT_RECORDED}. `autoresearch noise N` measures it (N seeds of the best train.py)."]
     where = "measured by this run" if noise.own else "the workspace's latest `autoresearch noise`"
     commit = f" of commit {noise.commit}" if noise.commit else ""
-    within = [k for k in report.keeps if k.within_noise]
-    bound = f"{NOISE_SIGMAS:g} standard deviations ({NOISE_SIGMAS * noise.std_bpb:.6f})"
-    verdict = (f"{len(within)} of {len(report.keeps) - 1} kept changes gained less than {bound}, within the noise: "
-               + ", ".join(f"#{k.seq} ({fmt.gain(k.gain)})" for k in within) + "."
-               if within else f"Every kept change gained more than {bound}.")
+    verdict = fmt.noise_verdict(noise, report.keeps)
     return [f"Standard deviation **{noise.std_bpb:.6f}** bpb (mean {noise.mean_bpb:.6f}) over {noise.runs} runs"
             f"{commit}, {where}.", "", verdict]
 

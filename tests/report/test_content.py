@@ -10,7 +10,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from autoresearch.runner.record import store
-from autoresearch.runner.report import facts, queries
+from autoresearch.runner.report import facts, fmt, queries
 from autoresearch.runner.report.html_page import render_html
 from autoresearch.runner.report.markdown_page import fenced, md, render_markdown
 from autoresearch.runner.report.write import write_report
@@ -189,3 +189,13 @@ def test_hostile_text_in_the_agents_words_is_data(opened: Opened):
         "\x1b", "\\x1b")]
     words = queries.reasoning(opened.conn, [kept[0].id])
     assert "\x1b" not in words[kept[0].id] and "\\x1b[31mred" in words[kept[0].id]
+
+
+def test_the_noise_verdict_with_no_kept_change_claims_nothing(opened: Opened):
+    """Found in a trial: with the baseline the only keep, the page said every kept change beat the noise."""
+    report = facts.gather(opened.conn, opened.repo, opened.run, queries.run_experiments(opened.conn, opened.run))
+    assert report.noise is not None
+    bound = "2 standard deviations (0.006000)"
+    assert fmt.noise_verdict(report.noise, report.keeps[:1]) == f"No kept change yet to weigh against {bound}."
+    one = dataclasses.replace(report.keeps[1], within_noise=False)
+    assert fmt.noise_verdict(report.noise, (report.keeps[0], one)) == f"The kept change gained more than {bound}."
