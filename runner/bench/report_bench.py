@@ -20,6 +20,7 @@ import pygit2
 from autoresearch.runner.check.findings import Finding
 from autoresearch.runner.errors import UserError
 from autoresearch.runner.record import gitrepo, store
+from autoresearch.runner.record.recorder import ExperimentRecorder
 from autoresearch.runner.record.status import RunState, Status
 from autoresearch.runner.report.progress_png import write_progress_png
 from autoresearch.runner.report.write import write_report
@@ -88,7 +89,7 @@ def seed_run(root: Path, experiments: int) -> tuple[store.Run, int]:
         run_id = store.create_run(conn, tag="bench", agent="claude", sandbox="docker")
         slots = [{"name": f"gpu{i}", "node": "local", "gpu_uuid": f"GPU-{i}", "cpuset": None, "device": H100}
                  for i in range(SLOTS)]
-        best, kept = 1.0, 0
+        best, kept, recorder = 1.0, 0, ExperimentRecorder(conn)
         for seq in range(1, experiments + 1):
             started = t0 + (seq - 1) // SLOTS * EXPERIMENT_S
             keep = seq == 1 or rng.random() < 0.3 / (1 + seq / 100)
@@ -98,7 +99,7 @@ def seed_run(root: Path, experiments: int) -> tuple[store.Run, int]:
             if keep:
                 lines[rng.randrange(TRAIN_PY_LINES)] = f"PARAM_{seq % TRAIN_PY_LINES} = {rng.uniform(0, 1):.6f}"
                 sha = gitrepo.commit_candidate(repo, best_sha, "\n".join(lines).encode() + b"\n", f"experiment {seq}")
-            exp_id = _experiment(conn, rng, run_id, seq, status, val, sha, best_sha, started, slots)
+            exp_id = _experiment(recorder, rng, run_id, seq, status, val, sha, best_sha, started, slots)
             _extras(conn, rng, run_id, exp_id, seq, status, started)
             if keep:
                 best, best_sha, kept = val, sha, kept + 1  # type: ignore[assignment]
@@ -119,21 +120,25 @@ def _score(rng: random.Random, status: str, best: float, seq: int) -> float | No
     return None
 
 
-def _experiment(conn: sqlite3.Connection, rng: random.Random, run_id: int, seq: int, status: str, val: float | None,
-                sha: str | None, parent: str, started: float, slots: list[dict]) -> int:
+def _experiment(recorder: ExperimentRecorder, rng: random.Random, run_id: int, seq: int, status: str,
+                val: float | None, sha: str | None, parent: str, started: float, slots: list[dict]) -> int:
+    """One made-up experiment, written as the loop writes one: started, then ended and judged (the recorder owns
+    every experiment row)."""
     ran = status != Status.BLOCKED
     training = 300.0 if status in (Status.KEEP, Status.DISCARD, Status.VIOLATION) else rng.uniform(5, 300)
     timings = {"propose": rng.uniform(8, 40), "commit": 0.05, "train_container_start": 1.2,
                "first_output": rng.uniform(6, 12), "training": training, "export": 2.5,
                "train_phase": training + 14.0, "score_container_start": 1.0, "scoring": 11.0,
                **({"test_scoring": 10.0} if status == Status.KEEP else {})}
-    return store.create_experiment(
-        conn, run_id=run_id, seq=seq, description=f"experiment {seq}: try PARAM_{seq % TRAIN_PY_LINES} at a new value",
-        status=status, started_at=started, ended_at=started + (EXPERIMENT_S - 10 if ran else 30), commit_sha=sha,
-        parent_sha=parent, val_bpb=val, test_bpb=None if val is None or status != Status.KEEP else val + 0.002,
+    exp_id = recorder.started(
+        [], run_id=run_id, seq=seq, description=f"experiment {seq}: try PARAM_{seq % TRAIN_PY_LINES} at a new value",
+        started_at=started, commit_sha=sha, parent_sha=parent, slot=slots[(seq - 1) % SLOTS]["name"], node="local")
+    recorder.judged(
+        exp_id, status, ended_at=started + (EXPERIMENT_S - 10 if ran else 30), val_bpb=val,
+        test_bpb=None if val is None or status != Status.KEEP else val + 0.002,
         training_seconds=training if ran else None, total_seconds=EXPERIMENT_S - 10 if ran else None,
-        exit_reason=rng.choice(REASONS[status]) if status in REASONS else None,
-        timings_json=timings if ran else None, slot=slots[(seq - 1) % SLOTS]["name"], node="local")
+        exit_reason=rng.choice(REASONS[status]) if status in REASONS else None, timings_json=timings if ran else None)
+    return exp_id
 
 
 def _extras(conn: sqlite3.Connection, rng: random.Random, run_id: int, exp_id: int, seq: int, status: str,
