@@ -469,8 +469,8 @@ class Loop:
         if self.steering.stop_requested.is_set():
             return RunState.STOPPED, "stopped on request", 0
         caps = self.settings.caps
-        best = self._best()
-        if caps.target_val_bpb is not None and best is not None and best.val_bpb <= caps.target_val_bpb:  # type: ignore
+        best = self._best() if caps.target_val_bpb is not None else None  # a scan of the run: only when it matters
+        if best is not None and best.val_bpb <= caps.target_val_bpb:  # type: ignore[operator]
             return (RunState.FINISHED, f"reached the target val_bpb {caps.target_val_bpb:g} (kept #{best.seq}: "
                                        f"{best.val_bpb:.6f})", 0)
         count = self._counted()
@@ -537,13 +537,12 @@ class Loop:
                              f"past {notify.spend_fraction:.0%} of [caps] max_usd; the run stops at the cap")
 
     def _expected_s(self) -> float:
-        """One experiment's expected wall time: the budget plus the overhead the run measured (the median of its
-        experiments' wall times past the budget), or the training phase's deadline before one ended."""
-        budget = self.settings.time_budget_s
+        """One experiment's expected wall time: the median of the run's experiments' wall times (the budget at
+        least), or the training phase's deadline before one ended."""
         walls = [e.total_seconds for e in self._experiments() if e.total_seconds]
         if not walls:
             return training_deadline_s(self.settings.limits, device_of(self.pre.gpu_uuid))
-        return budget + max(0.0, statistics.median(walls) - budget)
+        return max(self.settings.time_budget_s, statistics.median(walls))
 
     def _owed_work(self) -> bool:
         """Whether an ending run still owes work: judging what finished (its noise, its confirmations)."""
