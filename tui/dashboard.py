@@ -24,6 +24,7 @@ from autoresearch.runner.errors import UserError
 from autoresearch.runner.record.status import LIVE
 from autoresearch.runner.record.store import Experiment, Run, open_store
 from autoresearch.runner.record.views import run_state, shown_name
+from autoresearch.runner.report.queries import first_line
 from autoresearch.runner.workspace import Workspace
 from autoresearch.tui.checks import DOCTOR_ARGV
 from autoresearch.tui.confirm import ConfirmScreen
@@ -385,7 +386,7 @@ class DashboardScreen(Screen[None]):
 
 def _one_line(exc: BaseException) -> str:
     """An error as one line: a UserError's or OSError's own message, else its type and first line."""
-    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    first = first_line(str(exc))
     if isinstance(exc, UserError | OSError) and first:
         return first
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
